@@ -1,0 +1,299 @@
+//! Database settings: the `--database-url` option shared by every binary, checked into a
+//! [`DbConfig`] before any connection is tried.
+//!
+//! Precedence is the one users know from libpq tools: an explicit URL (`--database-url` or
+//! `DATABASE_URL`) wins; otherwise `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD` and `PGDATABASE` are
+//! read with psql's defaults. The password never appears in any message.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::exit::{Exit, ExitStatus};
+
+/// Connection options, flattened into each binary's command line.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// PostgreSQL connection URL, such as postgresql://loans:secret@localhost:5432/loans (a
+    /// key=value string works too). Without it, PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE
+    /// are read the way psql reads them.
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Seconds to wait for the server before giving up with status 69.
+    #[arg(
+        long,
+        env = "PGCONNECT_TIMEOUT",
+        hide_env_values = true,
+        value_name = "SECONDS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub connect_timeout: u64,
+}
+
+/// Checked connection settings, ready to connect with.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub(crate) pg: postgres::Config,
+    target: String,
+}
+
+/// A setting that cannot be used; reported before anything touches the network.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the database URL is not valid: {0}")]
+    InvalidUrl(String),
+    #[error("PGPORT is not a port number: {0:?}")]
+    InvalidPort(String),
+}
+
+impl ExitStatus for ConfigError {
+    fn exit(&self) -> Exit {
+        Exit::Usage
+    }
+}
+
+impl DbArgs {
+    /// Checks the options against the process environment. `application_name` shows in
+    /// `pg_stat_activity`, so an operator can tell which tool holds a connection.
+    pub fn validate(&self, application_name: &str) -> Result<DbConfig, ConfigError> {
+        self.validate_with(application_name, |name| std::env::var(name).ok())
+    }
+
+    /// As [`DbArgs::validate`], reading variables through `env` (tests pass a map).
+    pub fn validate_with(
+        &self,
+        application_name: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<DbConfig, ConfigError> {
+        let var = |name: &str| env(name).filter(|value| !value.is_empty());
+        let mut pg = match &self.database_url {
+            Some(url) => {
+                let mut pg: postgres::Config = url
+                    .parse()
+                    .map_err(|err: postgres::Error| ConfigError::InvalidUrl(err.to_string()))?;
+                // libpq also falls back to PGPASSWORD when the URL carries no password.
+                if pg.get_password().is_none() {
+                    if let Some(password) = var("PGPASSWORD") {
+                        pg.password(password);
+                    }
+                }
+                pg
+            }
+            None => from_libpq_env(&var)?,
+        };
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(Duration::from_secs(self.connect_timeout));
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name(application_name);
+        }
+        // Notices ("relation already exists, skipping") are detail, not news.
+        pg.notice_callback(|notice| log::debug!("server notice: {}", notice.message()));
+        let target = describe(&pg);
+        Ok(DbConfig { pg, target })
+    }
+}
+
+impl DbConfig {
+    /// Where this connects, for messages: host and port, database and user; never the password.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Builds a configuration from a URL (for tests and tools that already hold one).
+    pub fn from_url(url: &str, application_name: &str) -> Result<DbConfig, ConfigError> {
+        DbArgs {
+            database_url: Some(url.to_owned()),
+            connect_timeout: 5,
+        }
+        .validate_with(application_name, |_| None)
+    }
+}
+
+fn from_libpq_env(var: &impl Fn(&str) -> Option<String>) -> Result<postgres::Config, ConfigError> {
+    let mut pg = postgres::Config::new();
+    let port = match var("PGPORT") {
+        Some(text) => text
+            .trim()
+            .parse::<u16>()
+            .map_err(|_| ConfigError::InvalidPort(text))?,
+        None => 5432,
+    };
+    pg.port(port);
+    match var("PGHOST") {
+        Some(hosts) => {
+            for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                pg.host(host);
+            }
+        }
+        None => {
+            pg.host(default_host(port));
+        }
+    }
+    let user = var("PGUSER")
+        .or_else(|| var("USER"))
+        .or_else(|| var("LOGNAME"))
+        .unwrap_or_else(|| "postgres".to_owned());
+    pg.dbname(var("PGDATABASE").as_deref().unwrap_or(&user));
+    pg.user(&user);
+    if let Some(password) = var("PGPASSWORD") {
+        pg.password(password);
+    }
+    Ok(pg)
+}
+
+/// psql's default on Debian is the socket in /var/run/postgresql; other builds use /tmp. Fall back
+/// to TCP on localhost when neither socket exists.
+fn default_host(port: u16) -> &'static str {
+    for dir in ["/var/run/postgresql", "/tmp"] {
+        if Path::new(dir).join(format!(".s.PGSQL.{port}")).exists() {
+            return dir;
+        }
+    }
+    "localhost"
+}
+
+fn describe(pg: &postgres::Config) -> String {
+    let ports = pg.get_ports();
+    let hosts: Vec<String> = pg
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                postgres::config::Host::Tcp(name) if name.contains(':') => {
+                    format!("[{name}]:{port}")
+                }
+                postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                postgres::config::Host::Unix(dir) => {
+                    format!("{}", dir.join(format!(".s.PGSQL.{port}")).display())
+                }
+            }
+        })
+        .collect();
+    let hosts = if hosts.is_empty() {
+        format!("localhost:{}", ports.first().copied().unwrap_or(5432))
+    } else {
+        hosts.join(",")
+    };
+    let mut text = hosts;
+    if let Some(db) = pg.get_dbname() {
+        let _ = write!(text, " database {db}");
+    }
+    if let Some(user) = pg.get_user() {
+        let _ = write!(text, " user {user}");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn args(url: Option<&str>) -> DbArgs {
+        DbArgs {
+            database_url: url.map(str::to_owned),
+            connect_timeout: 5,
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn url_wins_and_target_hides_the_password() {
+        let cfg = args(Some("postgresql://loans:s3cret@db.example:6543/analytics"))
+            .validate_with("t", env(&[("PGHOST", "elsewhere"), ("PGPORT", "1")]))
+            .unwrap();
+        assert_eq!(
+            cfg.target(),
+            "db.example:6543 database analytics user loans"
+        );
+        assert!(
+            !format!("{cfg:?}").contains("s3cret"),
+            "Debug output shows the password"
+        );
+        assert_eq!(cfg.pg.get_password(), Some(&b"s3cret"[..]));
+    }
+
+    #[test]
+    fn libpq_variables_are_read_when_no_url_is_given() {
+        let cfg = args(None)
+            .validate_with(
+                "t",
+                env(&[
+                    ("PGHOST", "pg.internal"),
+                    ("PGPORT", "5433"),
+                    ("PGUSER", "analyst"),
+                    ("PGPASSWORD", "pw"),
+                    ("PGDATABASE", "loans"),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(cfg.target(), "pg.internal:5433 database loans user analyst");
+        assert_eq!(cfg.pg.get_password(), Some(&b"pw"[..]));
+    }
+
+    #[test]
+    fn database_defaults_to_the_user_name_as_in_psql() {
+        let cfg = args(None)
+            .validate_with("t", env(&[("PGHOST", "h"), ("PGUSER", "ann")]))
+            .unwrap();
+        assert_eq!(cfg.target(), "h:5432 database ann user ann");
+    }
+
+    #[test]
+    fn pgpassword_fills_a_url_without_password() {
+        let cfg = args(Some("postgresql://u@h/d"))
+            .validate_with("t", env(&[("PGPASSWORD", "fromenv")]))
+            .unwrap();
+        assert_eq!(cfg.pg.get_password(), Some(&b"fromenv"[..]));
+    }
+
+    #[test]
+    fn a_socket_directory_is_described_by_its_socket_path() {
+        let cfg = args(None)
+            .validate_with("t", env(&[("PGHOST", "/run/pg"), ("PGUSER", "u")]))
+            .unwrap();
+        assert_eq!(cfg.target(), "/run/pg/.s.PGSQL.5432 database u user u");
+    }
+
+    #[test]
+    fn bad_settings_are_rejected_with_a_usage_status() {
+        let err = args(None)
+            .validate_with("t", env(&[("PGPORT", "fifty")]))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "PGPORT is not a port number: \"fifty\"");
+        assert_eq!(err.exit(), Exit::Usage);
+        let err = args(Some("postgresql://h:notaport/d"))
+            .validate_with("t", env(&[]))
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidUrl(_)), "{err}");
+    }
+
+    #[test]
+    fn connect_timeout_applies_unless_the_url_sets_one() {
+        let cfg = DbArgs {
+            database_url: Some("postgresql://h/d".into()),
+            connect_timeout: 9,
+        }
+        .validate_with("t", env(&[]))
+        .unwrap();
+        assert_eq!(cfg.pg.get_connect_timeout(), Some(&Duration::from_secs(9)));
+        let cfg = args(Some("postgresql://h/d?connect_timeout=2"))
+            .validate_with("t", env(&[]))
+            .unwrap();
+        assert_eq!(cfg.pg.get_connect_timeout(), Some(&Duration::from_secs(2)));
+    }
+}

@@ -1,0 +1,98 @@
+//! Connecting to PostgreSQL and turning its errors into one readable line each.
+
+use std::fmt::Write as _;
+
+use postgres::{Client, NoTls};
+
+use crate::config::DbConfig;
+use crate::exit::{Exit, ExitStatus};
+
+/// A database failure, with what we were doing when it happened.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The server could not be reached or refused us: nothing was done.
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    Connect { target: String, reason: String },
+    /// A statement failed, or the connection dropped during one.
+    #[error("{context}: {}", explain(.source))]
+    Query {
+        context: String,
+        #[source]
+        source: postgres::Error,
+    },
+}
+
+impl DbError {
+    /// Wraps a failed statement with a description of what it was for:
+    /// `.map_err(DbError::query("reading loans"))`.
+    pub fn query(context: impl Into<String>) -> impl FnOnce(postgres::Error) -> DbError {
+        let context = context.into();
+        move |source| DbError::Query { context, source }
+    }
+
+    /// The server's SQLSTATE, when the server sent one.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            DbError::Query { source, .. } => source.code().map(postgres::error::SqlState::code),
+            DbError::Connect { .. } => None,
+        }
+    }
+}
+
+impl ExitStatus for DbError {
+    fn exit(&self) -> Exit {
+        match self {
+            DbError::Connect { .. } => Exit::Unavailable,
+            DbError::Query { source, .. } if lost_connection(source) => Exit::Unavailable,
+            DbError::Query { .. } => Exit::Software,
+        }
+    }
+}
+
+/// True when the error is the connection's, not the statement's.
+fn lost_connection(err: &postgres::Error) -> bool {
+    if err.is_closed() {
+        return true;
+    }
+    match err.code() {
+        // Class 08: connection exception; 57P01..57P03: the server is shutting down or starting.
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+        None => err.as_db_error().is_none(),
+    }
+}
+
+/// One line: the server's message with its SQLSTATE, DETAIL and HINT, or the client's reason.
+pub fn explain(err: &postgres::Error) -> String {
+    if let Some(db) = err.as_db_error() {
+        let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            let _ = write!(text, "; DETAIL: {detail}");
+        }
+        if let Some(hint) = db.hint() {
+            let _ = write!(text, "; HINT: {hint}");
+        }
+        return text.replace('\n', " ");
+    }
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            let _ = write!(text, ": {inner_text}");
+        }
+        cause = inner.source();
+    }
+    text.replace('\n', " ")
+}
+
+/// Opens a connection, or says why not in one line naming host and port.
+pub fn connect(config: &DbConfig) -> Result<Client, DbError> {
+    log::debug!("connecting to {}", config.target());
+    config.pg.connect(NoTls).map_err(|err| DbError::Connect {
+        target: config.target().to_owned(),
+        reason: explain(&err),
+    })
+}

@@ -1,0 +1,1034 @@
+//! Reading and checking the daily extract, one record at a time.
+//!
+//! Lines are counted here rather than taken from a CSV library, because the number printed next
+//! to a bad row must be the one an editor shows, whatever the line ends, blank lines or quoted
+//! fields. Fields are split by `csv-core`, the parser under the `csv` crate. Memory stays flat: a
+//! record is at most [`MAX_RECORD_BYTES`] long and duplicate dates are found with a fixed-size
+//! bit set over every date a four-digit year can name.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use chrono::{Datelike, NaiveDate};
+use sha2::{Digest, Sha256};
+
+use crate::exit::{Exit, ExitStatus};
+
+/// Longest record accepted; a loans row is about 30 bytes, so anything near this is not one.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+
+/// Bad rows described one by one before the rest are only counted.
+pub const MAX_REPORTED_ROWS: usize = 20;
+
+/// The canonical header, as `loans-verify` and the generator write it.
+pub const CANONICAL_HEADER: &str = "date_of_repayment,number_of_loans,defaults,liquidations";
+
+/// The header of the source system's extract.
+pub const SOURCE_HEADER: &str =
+    "Date of Repayment,Number of Loans,Default (as of YYYY-MM-DD),Liquidation (as of YYYY-MM-DD)";
+
+/// Where the extract comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Stdin,
+    Path(PathBuf),
+}
+
+impl Source {
+    /// `-` means standard input, as usual for Unix tools.
+    pub fn from_arg(arg: &Path) -> Source {
+        if arg.as_os_str() == "-" {
+            Source::Stdin
+        } else {
+            Source::Path(arg.to_owned())
+        }
+    }
+
+    /// How messages name it.
+    pub fn display_name(&self) -> String {
+        match self {
+            Source::Stdin => "<stdin>".to_owned(),
+            Source::Path(path) => path.display().to_string(),
+        }
+    }
+
+    /// How `loan_loads.source` records it: the path as given, or `-`.
+    pub fn recorded_name(&self) -> String {
+        match self {
+            Source::Stdin => "-".to_owned(),
+            Source::Path(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// One valid row of the extract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoanRow {
+    pub date: NaiveDate,
+    pub number_of_loans: i32,
+    pub defaults: i32,
+    pub liquidations: i32,
+}
+
+/// The four columns, in the only order accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    DateOfRepayment,
+    NumberOfLoans,
+    Defaults,
+    Liquidations,
+}
+
+impl Column {
+    pub const ALL: [Column; 4] = [
+        Column::DateOfRepayment,
+        Column::NumberOfLoans,
+        Column::Defaults,
+        Column::Liquidations,
+    ];
+
+    /// The column's name in the `loans` table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Column::DateOfRepayment => "date_of_repayment",
+            Column::NumberOfLoans => "number_of_loans",
+            Column::Defaults => "defaults",
+            Column::Liquidations => "liquidations",
+        }
+    }
+
+    /// 1-based position in the file.
+    pub fn number(self) -> usize {
+        self as usize + 1
+    }
+}
+
+/// Which part of a row a problem is in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// The row as a whole (wrong number of fields).
+    Row,
+    Column(Column),
+    /// The rule that ties defaults and liquidations to the number of loans.
+    Outcomes,
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Place::Row => f.write_str("row"),
+            Place::Column(c) => write!(f, "column {} ({})", c.number(), c.name()),
+            Place::Outcomes => f.write_str("columns 3+4 (defaults + liquidations)"),
+        }
+    }
+}
+
+/// Why one row was refused: where, what it held, and the rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    pub line: u64,
+    pub place: Place,
+    pub value: String,
+    pub reason: String,
+}
+
+impl fmt::Display for RowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {}, {}: {:?}: {}",
+            self.line, self.place, self.value, self.reason
+        )
+    }
+}
+
+/// Why the extract was refused (or could not be read), for a file named `file`.
+#[derive(Debug)]
+pub struct InputError {
+    pub file: String,
+    pub kind: InputErrorKind,
+}
+
+/// The kinds of [`InputError`].
+#[derive(Debug)]
+pub enum InputErrorKind {
+    Open(io::Error),
+    Read(io::Error),
+    Empty,
+    NoRows,
+    NotUtf8 {
+        line: u64,
+    },
+    TooLong {
+        line: u64,
+    },
+    Header {
+        found: String,
+    },
+    HeaderAsOf {
+        found: String,
+        reason: String,
+    },
+    /// Some rows are invalid: the first [`MAX_REPORTED_ROWS`] and how many there were in all.
+    Rows {
+        first: Vec<RowError>,
+        total: u64,
+    },
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = &self.file;
+        match &self.kind {
+            InputErrorKind::Open(err) => write!(f, "{file}: cannot open: {err}"),
+            InputErrorKind::Read(err) => write!(f, "{file}: cannot read: {err}"),
+            InputErrorKind::Empty => write!(
+                f,
+                "{file}: the file is empty; expected a header line and rows"
+            ),
+            InputErrorKind::NoRows => write!(f, "{file}: the file has a header but no rows"),
+            InputErrorKind::NotUtf8 { line } => {
+                write!(
+                    f,
+                    "{file}: line {line}: not UTF-8 text; expected a CSV file"
+                )
+            }
+            InputErrorKind::TooLong { line } => write!(
+                f,
+                "{file}: line {line}: a record longer than {MAX_RECORD_BYTES} bytes; not a loans extract"
+            ),
+            InputErrorKind::Header { found } => write!(
+                f,
+                "{file}: line 1: unexpected header {found:?}; expected {SOURCE_HEADER:?} \
+                 (the as-of part is optional) or {CANONICAL_HEADER:?}"
+            ),
+            InputErrorKind::HeaderAsOf { found, reason } => {
+                write!(f, "{file}: line 1: header {found:?}: {reason}")
+            }
+            InputErrorKind::Rows { first, total } => {
+                let s = if *total == 1 { "" } else { "s" };
+                write!(f, "{file}: {total} invalid row{s}; nothing was loaded")?;
+                for row in first {
+                    write!(f, "\n{file}: {row}")?;
+                }
+                let rest = *total - first.len() as u64;
+                if rest > 0 {
+                    write!(f, "\n{file}: ... and {rest} more invalid rows")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+impl ExitStatus for InputError {
+    fn exit(&self) -> Exit {
+        match self.kind {
+            InputErrorKind::Open(_) | InputErrorKind::Read(_) => Exit::NoInput,
+            _ => Exit::DataErr,
+        }
+    }
+}
+
+/// What the header told us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The date in `Default (as of ...)`, when the header has one.
+    pub as_of: Option<NaiveDate>,
+}
+
+/// A reader that hashes every byte it hands on, so the file's SHA-256 comes for free.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// A streaming reader of the extract: the header is checked on open, then rows come one by one.
+pub struct LoanCsv<R> {
+    file: String,
+    reader: BufReader<Hashing<R>>,
+    header: Header,
+    /// Physical lines consumed so far.
+    line: u64,
+    record: Vec<u8>,
+    fields: Fields,
+    seen: DateSet,
+    rows: u64,
+}
+
+impl<R> fmt::Debug for LoanCsv<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoanCsv")
+            .field("file", &self.file)
+            .field("line", &self.line)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens `source` and checks its header.
+pub fn open(source: &Source) -> Result<LoanCsv<Box<dyn Read>>, InputError> {
+    let file = source.display_name();
+    let reader: Box<dyn Read> = match source {
+        Source::Stdin => Box::new(io::stdin()),
+        Source::Path(path) => match File::open(path) {
+            Ok(f) => Box::new(f),
+            Err(err) => {
+                return Err(InputError {
+                    file,
+                    kind: InputErrorKind::Open(err),
+                });
+            }
+        },
+    };
+    LoanCsv::new(file, reader)
+}
+
+impl<R: Read> LoanCsv<R> {
+    /// Wraps `reader` (named `file` in messages) and reads the header.
+    pub fn new(file: String, reader: R) -> Result<Self, InputError> {
+        let mut csv = LoanCsv {
+            file,
+            reader: BufReader::with_capacity(
+                64 * 1024,
+                Hashing {
+                    inner: reader,
+                    hasher: Sha256::new(),
+                },
+            ),
+            header: Header { as_of: None },
+            line: 0,
+            record: Vec::with_capacity(256),
+            fields: Fields::default(),
+            seen: DateSet::default(),
+            rows: 0,
+        };
+        if csv.next_record()?.is_none() {
+            return Err(csv.error(InputErrorKind::Empty));
+        }
+        let header = parse_header(&csv.fields.all()).map_err(|kind| csv.error(kind))?;
+        csv.header = header;
+        Ok(csv)
+    }
+
+    /// The header's contents.
+    pub fn header(&self) -> Header {
+        self.header
+    }
+
+    /// The name used in messages.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The next row: `Ok(None)` at the end, `Ok(Some(Err(_)))` for a row that breaks a rule
+    /// (reading can go on), `Err(_)` when the file itself cannot be read on.
+    pub fn next_row(&mut self) -> Result<Option<Result<LoanRow, RowError>>, InputError> {
+        let Some(line) = self.next_record()? else {
+            if self.rows == 0 {
+                return Err(self.error(InputErrorKind::NoRows));
+            }
+            return Ok(None);
+        };
+        self.rows += 1;
+        let fields = self.fields.all();
+        let row = check_row(line, &fields).and_then(|row| {
+            if self.seen.insert(row.date) {
+                Ok(row)
+            } else {
+                Err(RowError {
+                    line,
+                    place: Place::Column(Column::DateOfRepayment),
+                    value: fields[0].trim().to_owned(),
+                    reason: "this date appears on an earlier line too; each day must appear once"
+                        .to_owned(),
+                })
+            }
+        });
+        Ok(Some(row))
+    }
+
+    /// Rows read so far, good and bad.
+    pub fn rows_read(&self) -> u64 {
+        self.rows
+    }
+
+    /// Hex SHA-256 of every byte read. Complete once [`LoanCsv::next_row`] has returned `None`.
+    pub fn sha256(&self) -> String {
+        crate::migrations::hex(&self.reader.get_ref().hasher.clone().finalize())
+    }
+
+    /// An error about this file.
+    pub fn error(&self, kind: InputErrorKind) -> InputError {
+        InputError {
+            file: self.file.clone(),
+            kind,
+        }
+    }
+
+    /// Reads the next non-blank record into `self.record` and splits it; returns the line it
+    /// starts on.
+    fn next_record(&mut self) -> Result<Option<u64>, InputError> {
+        loop {
+            self.record.clear();
+            let start = self.line + 1;
+            if !self.read_line()? {
+                return Ok(None);
+            }
+            // A quoted field may hold a line end: keep reading while a quote is open.
+            let mut quotes = count_quotes(&self.record);
+            while quotes % 2 == 1 {
+                let before = self.record.len();
+                if !self.read_line()? {
+                    break;
+                }
+                quotes += count_quotes(&self.record[before..]);
+            }
+            trim_line_end(&mut self.record);
+            if start == 1 && self.record.starts_with(b"\xEF\xBB\xBF") {
+                self.record.drain(..3);
+            }
+            if self.record.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if std::str::from_utf8(&self.record).is_err() {
+                return Err(self.error(InputErrorKind::NotUtf8 { line: start }));
+            }
+            self.fields.split(&self.record);
+            return Ok(Some(start));
+        }
+    }
+
+    /// Appends one physical line (with its end) to `self.record`; false at the end of input.
+    fn read_line(&mut self) -> Result<bool, InputError> {
+        let mut got_any = false;
+        loop {
+            let buf = match self.reader.fill_buf() {
+                Ok(buf) => buf,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(self.error(InputErrorKind::Read(err))),
+            };
+            if buf.is_empty() {
+                if got_any {
+                    self.line += 1;
+                }
+                return Ok(got_any);
+            }
+            got_any = true;
+            let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            if self.record.len() + take > MAX_RECORD_BYTES {
+                let line = self.line + 1;
+                if std::str::from_utf8(&self.record).is_err()
+                    || std::str::from_utf8(&buf[..take]).is_err()
+                {
+                    return Err(self.error(InputErrorKind::NotUtf8 { line }));
+                }
+                return Err(self.error(InputErrorKind::TooLong { line }));
+            }
+            self.record.extend_from_slice(&buf[..take]);
+            self.reader.consume(take);
+            if done {
+                self.line += 1;
+                return Ok(true);
+            }
+        }
+    }
+}
+
+fn count_quotes(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'"').count()
+}
+
+fn trim_line_end(record: &mut Vec<u8>) {
+    if record.last() == Some(&b'\n') {
+        record.pop();
+        if record.last() == Some(&b'\r') {
+            record.pop();
+        }
+    }
+}
+
+/// Field boundaries of the current record, as found by csv-core; reused from row to row.
+#[derive(Debug)]
+struct Fields {
+    parser: csv_core::Reader,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+    count: usize,
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Fields {
+            parser: csv_core::Reader::new(),
+            out: vec![0; 256],
+            ends: vec![0; 8],
+            count: 0,
+        }
+    }
+}
+
+impl Fields {
+    fn split(&mut self, record: &[u8]) {
+        use csv_core::ReadRecordResult as R;
+        self.parser.reset();
+        if self.out.len() < record.len() + 1 {
+            self.out.resize(record.len() + 1, 0);
+        }
+        let (mut input, mut out_len, mut ends_len) = (record, 0, 0);
+        loop {
+            let (result, nin, nout, nend) = self.parser.read_record(
+                input,
+                &mut self.out[out_len..],
+                &mut self.ends[ends_len..],
+            );
+            input = &input[nin..];
+            out_len += nout;
+            ends_len += nend;
+            match result {
+                // The record has no terminator left: an empty slice tells csv-core it ended.
+                R::InputEmpty => {}
+                R::OutputFull => {
+                    let len = self.out.len();
+                    self.out.resize(len * 2, 0);
+                }
+                R::OutputEndsFull => {
+                    let len = self.ends.len();
+                    self.ends.resize(len * 2, 0);
+                }
+                R::Record | R::End => break,
+            }
+        }
+        self.count = ends_len;
+    }
+
+    /// The fields as text. The record was checked to be UTF-8 and csv-core only takes out quote
+    /// characters, so every field is UTF-8 too.
+    fn all(&self) -> Vec<&str> {
+        let mut start = 0;
+        (0..self.count)
+            .map(|i| {
+                let end = self.ends[i];
+                let field = std::str::from_utf8(&self.out[start..end]).unwrap_or_default();
+                start = end;
+                field
+            })
+            .collect()
+    }
+}
+
+/// A set of dates of years 1 to 9999, one bit each: 457 KiB at most, whatever the file's size.
+#[derive(Debug, Default)]
+struct DateSet {
+    bits: Vec<u64>,
+}
+
+impl DateSet {
+    /// Adds `date`; false if it was there already.
+    fn insert(&mut self, date: NaiveDate) -> bool {
+        const DAYS: usize = 3_652_059; // 0001-01-01 ..= 9999-12-31
+        if self.bits.is_empty() {
+            self.bits = vec![0; DAYS.div_ceil(64)];
+        }
+        let day = (date.num_days_from_ce() - 1) as usize;
+        let (word, bit) = (day / 64, 1u64 << (day % 64));
+        let fresh = self.bits[word] & bit == 0;
+        self.bits[word] |= bit;
+        fresh
+    }
+}
+
+fn normalise(name: &str) -> String {
+    name.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// Checks the header and returns its as-of date, if it names one.
+fn parse_header(fields: &[&str]) -> Result<Header, InputErrorKind> {
+    let found = fields.join(",");
+    let wrong = || InputErrorKind::Header {
+        found: found.clone(),
+    };
+    if fields.len() != 4 {
+        return Err(wrong());
+    }
+    let names: Vec<String> = fields.iter().map(|f| normalise(f)).collect();
+    if !matches!(names[0].as_str(), "date of repayment" | "date_of_repayment")
+        || !matches!(names[1].as_str(), "number of loans" | "number_of_loans")
+    {
+        return Err(wrong());
+    }
+    let mut as_of = None;
+    for (name, words) in [
+        (&names[2], ["default", "defaults"]),
+        (&names[3], ["liquidation", "liquidations"]),
+    ] {
+        let (word, date) = split_as_of(name).ok_or_else(wrong)?;
+        if !words.contains(&word) {
+            return Err(wrong());
+        }
+        if let Some(text) = date {
+            let date = parse_date(text).map_err(|reason| InputErrorKind::HeaderAsOf {
+                found: found.clone(),
+                reason: format!("as-of date {text:?}: {reason}"),
+            })?;
+            if as_of.is_some_and(|earlier| earlier != date) {
+                return Err(InputErrorKind::HeaderAsOf {
+                    found: found.clone(),
+                    reason: "the Default and Liquidation columns give different as-of dates".into(),
+                });
+            }
+            as_of = Some(date);
+        }
+    }
+    Ok(Header { as_of })
+}
+
+/// `"default (as of 2023-05-09)"` -> `("default", Some("2023-05-09"))`; `"defaults"` -> `("defaults", None)`.
+fn split_as_of(name: &str) -> Option<(&str, Option<&str>)> {
+    match name.split_once('(') {
+        None => Some((name, None)),
+        Some((word, rest)) => {
+            let date = rest.strip_suffix(')')?.trim().strip_prefix("as of")?.trim();
+            Some((word.trim(), Some(date)))
+        }
+    }
+}
+
+/// Parses `YYYY-MM-DD` strictly: four-digit year, two-digit month and day, a real calendar day.
+pub fn parse_date(text: &str) -> Result<NaiveDate, String> {
+    let b = text.as_bytes();
+    let shape = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && [0, 1, 2, 3, 5, 6, 8, 9]
+            .iter()
+            .all(|&i| b[i].is_ascii_digit());
+    if !shape {
+        return Err("not a date in YYYY-MM-DD form".into());
+    }
+    let num = |range: std::ops::Range<usize>| -> u32 { text[range].parse().unwrap_or(0) };
+    let (year, month, day) = (num(0..4), num(5..7), num(8..10));
+    if year == 0 {
+        return Err("year 0000 does not exist; the first year is 0001".into());
+    }
+    NaiveDate::from_ymd_opt(year as i32, month, day)
+        .ok_or_else(|| "no such day in the calendar".into())
+}
+
+/// Parses a count: digits only, at most `i32::MAX` (PostgreSQL's `integer`).
+pub fn parse_count(text: &str) -> Result<i32, String> {
+    if text.is_empty() {
+        return Err("empty; a count is required".into());
+    }
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("not a whole number".into());
+    }
+    if text.starts_with('-') && digits.bytes().any(|b| b != b'0') {
+        return Err("negative; counts are 0 or more".into());
+    }
+    match digits.parse::<i32>() {
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "too large; a PostgreSQL integer holds at most {}",
+            i32::MAX
+        )),
+    }
+}
+
+/// Checks one record's fields against every per-row rule.
+fn check_row(line: u64, fields: &[&str]) -> Result<LoanRow, RowError> {
+    if fields.len() != 4 {
+        let s = if fields.len() == 1 { "" } else { "s" };
+        return Err(RowError {
+            line,
+            place: Place::Row,
+            value: shorten(&fields.join(",")),
+            reason: format!("{} field{s}; expected 4", fields.len()),
+        });
+    }
+    let field = |c: Column| fields[c as usize].trim();
+    let bad = |c: Column, reason: String| RowError {
+        line,
+        place: Place::Column(c),
+        value: shorten(field(c)),
+        reason,
+    };
+    let date =
+        parse_date(field(Column::DateOfRepayment)).map_err(|r| bad(Column::DateOfRepayment, r))?;
+    let count = |c: Column| parse_count(field(c)).map_err(|r| bad(c, r));
+    let number_of_loans = count(Column::NumberOfLoans)?;
+    let defaults = count(Column::Defaults)?;
+    let liquidations = count(Column::Liquidations)?;
+    let outcomes = i64::from(defaults) + i64::from(liquidations);
+    if outcomes > i64::from(number_of_loans) {
+        return Err(RowError {
+            line,
+            place: Place::Outcomes,
+            value: format!("{defaults} + {liquidations} = {outcomes}"),
+            reason: format!("more than number_of_loans ({number_of_loans})"),
+        });
+    }
+    Ok(LoanRow {
+        date,
+        number_of_loans,
+        defaults,
+        liquidations,
+    })
+}
+
+/// Values are quoted back to the user; a runaway one is cut to keep the report readable.
+fn shorten(value: &str) -> String {
+    const MAX: usize = 60;
+    if value.chars().count() <= MAX {
+        value.to_owned()
+    } else {
+        let cut: String = value.chars().take(MAX).collect();
+        format!("{cut}...")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    /// Reads `text` to the end: the header, the good rows and the bad ones.
+    fn read(text: &[u8]) -> Result<(Header, Vec<LoanRow>, Vec<RowError>), InputError> {
+        let mut csv = LoanCsv::new("t.csv".into(), text)?;
+        let (mut good, mut bad) = (vec![], vec![]);
+        while let Some(row) = csv.next_row()? {
+            match row {
+                Ok(row) => good.push(row),
+                Err(err) => bad.push(err),
+            }
+        }
+        Ok((csv.header(), good, bad))
+    }
+
+    fn one_error(text: &str) -> RowError {
+        let (_, _, mut bad) = read(text.as_bytes()).unwrap();
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        bad.remove(0)
+    }
+
+    const HEAD: &str = "date_of_repayment,number_of_loans,defaults,liquidations\n";
+
+    #[test]
+    fn source_header_gives_the_as_of_date() {
+        let text = "Date of Repayment,Number of Loans,Default (as of 2023-05-09),Liquidation (as of 2023-05-09)\n2021-08-28,32,5,27\n";
+        let (header, rows, bad) = read(text.as_bytes()).unwrap();
+        assert_eq!(header.as_of, Some(date(2023, 5, 9)));
+        assert!(bad.is_empty());
+        assert_eq!(
+            rows,
+            [LoanRow {
+                date: date(2021, 8, 28),
+                number_of_loans: 32,
+                defaults: 5,
+                liquidations: 27
+            }]
+        );
+    }
+
+    #[test]
+    fn header_ignores_case_and_spaces_and_as_of_is_optional() {
+        for header in [
+            "  DATE OF REPAYMENT , number of loans,default ,  Liquidation",
+            "date_of_repayment,number_of_loans,defaults,liquidations",
+            "Date of Repayment,Number of Loans,Default ( as of 2023-05-09 ),Liquidation",
+        ] {
+            let text = format!("{header}\n2021-08-28,1,0,1\n");
+            let (_, rows, _) = read(text.as_bytes()).unwrap_or_else(|e| panic!("{header}: {e}"));
+            assert_eq!(rows.len(), 1, "{header}");
+        }
+    }
+
+    #[test]
+    fn wrong_headers_are_refused_showing_what_is_expected() {
+        for header in [
+            "Number of Loans,Date of Repayment,Default,Liquidation",
+            "date,loans,defaults,liquidations",
+            "date_of_repayment,number_of_loans,defaults",
+            "date_of_repayment,number_of_loans,defaults,liquidations,extra",
+            "2021-08-28,32,5,27",
+        ] {
+            let err = read(format!("{header}\n2021-08-28,1,0,1\n").as_bytes()).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                matches!(err.kind, InputErrorKind::Header { .. }),
+                "{header}: {text}"
+            );
+            assert!(
+                text.starts_with("t.csv: line 1: unexpected header"),
+                "{text}"
+            );
+            assert!(
+                text.contains(CANONICAL_HEADER) && text.contains("Date of Repayment"),
+                "{text}"
+            );
+            assert!(!text.contains('\n'), "one line: {text}");
+            assert_eq!(err.exit(), Exit::DataErr);
+        }
+    }
+
+    #[test]
+    fn header_as_of_dates_must_be_real_and_agree() {
+        let err =
+            read(b"Date of Repayment,Number of Loans,Default (as of 2023-02-30),Liquidation\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("no such day"), "{err}");
+        let err = read(b"Date of Repayment,Number of Loans,Default (as of 2023-05-09),Liquidation (as of 2023-05-10)\n").unwrap_err();
+        assert!(err.to_string().contains("different as-of dates"), "{err}");
+    }
+
+    #[test]
+    fn bom_crlf_quotes_and_blank_trailing_lines_are_accepted() {
+        let text = b"\xEF\xBB\xBFdate_of_repayment,number_of_loans,defaults,liquidations\r\n\"2021-08-28\",\"32\",5,27\r\n2021-08-29, 39 ,2,37\r\n\r\n\r\n  \n";
+        let (_, rows, bad) = read(text).unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].number_of_loans, 39);
+    }
+
+    #[test]
+    fn line_numbers_count_physical_lines_whatever_the_line_ends() {
+        // Line 1 header, 2 blank, 3 good, 4-5 a quoted field with a line break, 6 bad.
+        let text = "date_of_repayment,number_of_loans,defaults,liquidations\r\n\r\n2021-08-28,1,0,1\r\n\"2021-\n08-29\",1,0,1\r\n2021-08-30,1,0,x\r\n";
+        let (_, rows, bad) = read(text.as_bytes()).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert_eq!(bad[0].line, 4);
+        assert_eq!(bad[0].place, Place::Column(Column::DateOfRepayment));
+        assert_eq!(bad[1].line, 6);
+        assert_eq!(bad[1].place, Place::Column(Column::Liquidations));
+    }
+
+    #[test]
+    fn each_rule_names_line_column_value_and_reason() {
+        let cases = [
+            (
+                "2021-08-28,1,0",
+                Place::Row,
+                "2021-08-28,1,0",
+                "3 fields; expected 4",
+            ),
+            (
+                "2021-08-28,1,0,1,9",
+                Place::Row,
+                "2021-08-28,1,0,1,9",
+                "5 fields; expected 4",
+            ),
+            (
+                "28/08/2021,1,0,1",
+                Place::Column(Column::DateOfRepayment),
+                "28/08/2021",
+                "not a date in YYYY-MM-DD form",
+            ),
+            (
+                "2021-8-28,1,0,1",
+                Place::Column(Column::DateOfRepayment),
+                "2021-8-28",
+                "not a date in YYYY-MM-DD form",
+            ),
+            (
+                "2021-02-29,1,0,1",
+                Place::Column(Column::DateOfRepayment),
+                "2021-02-29",
+                "no such day in the calendar",
+            ),
+            (
+                "2021-13-01,1,0,1",
+                Place::Column(Column::DateOfRepayment),
+                "2021-13-01",
+                "no such day in the calendar",
+            ),
+            (
+                "2021-08-28,,0,1",
+                Place::Column(Column::NumberOfLoans),
+                "",
+                "empty; a count is required",
+            ),
+            (
+                "2021-08-28,1.5,0,1",
+                Place::Column(Column::NumberOfLoans),
+                "1.5",
+                "not a whole number",
+            ),
+            (
+                "2021-08-28,+3,0,1",
+                Place::Column(Column::NumberOfLoans),
+                "+3",
+                "not a whole number",
+            ),
+            (
+                "2021-08-28,3,-1,1",
+                Place::Column(Column::Defaults),
+                "-1",
+                "negative; counts are 0 or more",
+            ),
+            (
+                "2021-08-28,2147483648,0,1",
+                Place::Column(Column::NumberOfLoans),
+                "2147483648",
+                "too large; a PostgreSQL integer holds at most 2147483647",
+            ),
+            (
+                "2021-08-28,3,0,99999999999999999999",
+                Place::Column(Column::Liquidations),
+                "99999999999999999999",
+                "too large; a PostgreSQL integer holds at most 2147483647",
+            ),
+            (
+                "2021-08-28,5,3,3",
+                Place::Outcomes,
+                "3 + 3 = 6",
+                "more than number_of_loans (5)",
+            ),
+        ];
+        for (row, place, value, reason) in cases {
+            let err = one_error(&format!("{HEAD}{row}\n"));
+            assert_eq!(
+                (
+                    err.line,
+                    &err.place,
+                    err.value.as_str(),
+                    err.reason.as_str()
+                ),
+                (2, &place, value, reason),
+                "{row}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_largest_counts_pass_and_their_sum_does_not_overflow() {
+        let max = i32::MAX;
+        let (_, rows, bad) = read(format!("{HEAD}2021-08-28,{max},{max},0\n").as_bytes()).unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(rows[0].defaults, max);
+        let err = one_error(&format!("{HEAD}2021-08-28,{max},{max},{max}\n"));
+        assert_eq!(err.place, Place::Outcomes);
+    }
+
+    #[test]
+    fn a_date_twice_is_refused_on_its_second_line() {
+        let err = one_error(&format!(
+            "{HEAD}2021-08-28,1,0,1\n2021-08-29,1,0,1\n2021-08-28,1,1,0\n"
+        ));
+        assert_eq!(err.line, 4);
+        assert_eq!(err.value, "2021-08-28");
+        assert!(err.reason.contains("earlier line"), "{}", err.reason);
+    }
+
+    #[test]
+    fn dates_at_both_ends_of_four_digit_years_fit_the_date_set() {
+        let text = format!("{HEAD}0001-01-01,1,0,1\n9999-12-31,1,0,1\n0000-12-31,1,0,1\n");
+        let (_, rows, bad) = read(text.as_bytes()).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            bad[0].reason,
+            "year 0000 does not exist; the first year is 0001"
+        );
+    }
+
+    #[test]
+    fn empty_and_header_only_files_are_refused() {
+        assert!(matches!(read(b"").unwrap_err().kind, InputErrorKind::Empty));
+        assert!(matches!(
+            read(b"\n\r\n").unwrap_err().kind,
+            InputErrorKind::Empty
+        ));
+        assert!(matches!(
+            read(HEAD.as_bytes()).unwrap_err().kind,
+            InputErrorKind::NoRows
+        ));
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_refused_with_their_line() {
+        let err = read(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap_err();
+        assert!(
+            matches!(err.kind, InputErrorKind::NotUtf8 { line: 1 }),
+            "{err}"
+        );
+        let err = read(
+            format!("{HEAD}2021-08-28,1,0,1\n")
+                .as_bytes()
+                .iter()
+                .copied()
+                .chain(*b"2021-08-29,\xff,0,1\n")
+                .collect::<Vec<_>>()
+                .as_slice(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err.kind, InputErrorKind::NotUtf8 { line: 3 }),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "t.csv: line 3: not UTF-8 text; expected a CSV file"
+        );
+    }
+
+    #[test]
+    fn a_record_without_end_is_cut_off_at_the_limit() {
+        let text = format!("{HEAD}{}", "9".repeat(MAX_RECORD_BYTES + 10));
+        let err = read(text.as_bytes()).unwrap_err();
+        assert!(
+            matches!(err.kind, InputErrorKind::TooLong { line: 2 }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_hash_covers_every_byte_read() {
+        let text = format!("{HEAD}2021-08-28,1,0,1\n");
+        let mut csv = LoanCsv::new("t".into(), text.as_bytes()).unwrap();
+        while csv.next_row().unwrap().is_some() {}
+        assert_eq!(csv.sha256(), crate::migrations::sha256_hex(text.as_bytes()));
+    }
+
+    #[test]
+    fn the_report_shows_twenty_rows_and_counts_the_rest() {
+        let first: Vec<RowError> = (0..20)
+            .map(|i| RowError {
+                line: i + 2,
+                place: Place::Row,
+                value: "x".into(),
+                reason: "1 field; expected 4".into(),
+            })
+            .collect();
+        let err = InputError {
+            file: "f.csv".into(),
+            kind: InputErrorKind::Rows { first, total: 25 },
+        };
+        let text = err.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 22);
+        assert_eq!(lines[0], "f.csv: 25 invalid rows; nothing was loaded");
+        assert_eq!(lines[1], "f.csv: line 2, row: \"x\": 1 field; expected 4");
+        assert_eq!(lines[21], "f.csv: ... and 5 more invalid rows");
+    }
+}

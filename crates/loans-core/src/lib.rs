@@ -1,0 +1,12 @@
+//! The library behind `loans-load`, `loans-rollup` and `loans-verify`.
+//!
+//! Each binary parses its arguments, calls one function here and maps the result to an exit
+//! status; everything worth testing lives in these modules, one per concern.
+
+pub mod config;
+pub mod db;
+pub mod exit;
+pub mod input;
+pub mod load;
+pub mod logging;
+pub mod migrations;

@@ -1,0 +1,323 @@
+//! `loans-load`: check an extract while streaming it into PostgreSQL, then merge it into `loans`.
+//!
+//! Everything happens in one transaction: rows go through COPY into a temporary staging table as
+//! they are read and checked; if any row is bad the COPY is abandoned and nothing is written.
+//! Otherwise days with changed counts are updated, new days inserted, and the load recorded in
+//! `loan_loads`. Days missing from the file are kept: an extract that stops early must not erase
+//! history.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDate, Utc};
+use postgres::Transaction;
+
+use crate::config::DbConfig;
+use crate::db::{self, DbError};
+use crate::exit::{Exit, ExitStatus};
+use crate::input::{self, InputError, InputErrorKind, LoanCsv, LoanRow, MAX_REPORTED_ROWS, Source};
+use crate::migrations::{self, MigrationError};
+
+/// What to load, and where.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub db: DbConfig,
+    pub source: Source,
+}
+
+/// What a load did; printed as one line on stdout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadSummary {
+    pub load_id: i64,
+    pub rows_read: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    /// Days in `loans` that this file does not have; left as they were.
+    pub kept_absent: u64,
+    pub as_of: Option<NaiveDate>,
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for LoadSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let as_of = self
+            .as_of
+            .map_or_else(|| "none".to_owned(), |d| d.to_string());
+        write!(
+            f,
+            "load {}: rows_read={} inserted={} updated={} unchanged={} as_of={} elapsed={:.3}s",
+            self.load_id,
+            self.rows_read,
+            self.inserted,
+            self.updated,
+            self.unchanged,
+            as_of,
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+/// Why a load did not happen. In every case nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+}
+
+impl ExitStatus for LoadError {
+    fn exit(&self) -> Exit {
+        match self {
+            LoadError::Input(err) => err.exit(),
+            LoadError::Db(err) => err.exit(),
+            LoadError::Migration(err) => err.exit(),
+        }
+    }
+}
+
+/// Loads `options.source` into `loans`, all or nothing.
+pub fn load(options: &LoadOptions) -> Result<LoadSummary, LoadError> {
+    let clock = Instant::now();
+    let started_at = Utc::now();
+    // The header is checked before connecting: a wrong file fails fast, even with no database.
+    let mut csv = input::open(&options.source)?;
+    let mut client = db::connect(&options.db)?;
+    migrations::migrate(&mut client)?;
+
+    let mut tx = client
+        .transaction()
+        .map_err(DbError::query("starting the load"))?;
+    tx.batch_execute(
+        "CREATE TEMPORARY TABLE loans_staging (
+             date_of_repayment date    NOT NULL,
+             number_of_loans   integer NOT NULL,
+             defaults          integer NOT NULL,
+             liquidations      integer NOT NULL
+         ) ON COMMIT DROP",
+    )
+    .map_err(DbError::query("creating the staging table"))?;
+    stream_rows(&mut tx, &mut csv)?;
+
+    let as_of = csv.header().as_of;
+    let rows_read = csv.rows_read();
+    let summary = merge(
+        &mut tx,
+        &options.source,
+        &csv.sha256(),
+        as_of,
+        rows_read,
+        started_at,
+    )?;
+    tx.commit().map_err(DbError::query("committing the load"))?;
+
+    if summary.kept_absent > 0 {
+        log::info!(
+            "{} days already in loans are not in this file; they were kept as they were",
+            summary.kept_absent
+        );
+    }
+    Ok(LoadSummary {
+        elapsed: clock.elapsed(),
+        ..summary
+    })
+}
+
+/// Checks every row and copies the good ones to `loans_staging`; once a row is bad, copying
+/// stops (the COPY is abandoned when its writer is dropped) but checking goes on, so the report
+/// covers the whole file.
+fn stream_rows<R: io::Read>(
+    tx: &mut Transaction<'_>,
+    csv: &mut LoanCsv<R>,
+) -> Result<(), LoadError> {
+    let mut writer = tx
+        .copy_in("COPY loans_staging FROM STDIN")
+        .map_err(DbError::query("starting COPY into the staging table"))?;
+    let mut first_bad = Vec::new();
+    let mut bad = 0u64;
+    let mut line = Vec::with_capacity(64);
+    while let Some(row) = csv.next_row()? {
+        match row {
+            Ok(row) if bad == 0 => {
+                line.clear();
+                copy_text(&mut line, &row);
+                writer.write_all(&line).map_err(copy_error)?;
+            }
+            Ok(_) => {}
+            Err(err) => {
+                bad += 1;
+                if first_bad.len() < MAX_REPORTED_ROWS {
+                    first_bad.push(err);
+                }
+            }
+        }
+    }
+    if bad > 0 {
+        return Err(csv
+            .error(InputErrorKind::Rows {
+                first: first_bad,
+                total: bad,
+            })
+            .into());
+    }
+    writer
+        .finish()
+        .map_err(DbError::query("finishing COPY into the staging table"))?;
+    Ok(())
+}
+
+/// One row in COPY's text format. The values are checked dates and integers, so nothing needs
+/// escaping.
+fn copy_text(out: &mut Vec<u8>, row: &LoanRow) {
+    // Writing to a Vec cannot fail.
+    let _ = writeln!(
+        out,
+        "{}\t{}\t{}\t{}",
+        row.date, row.number_of_loans, row.defaults, row.liquidations
+    );
+}
+
+/// The COPY writer reports the server's error inside an `io::Error`; take it back out.
+fn copy_error(err: io::Error) -> DbError {
+    let context = "streaming rows into the staging table";
+    match err
+        .into_inner()
+        .map(<dyn std::error::Error + Send + Sync>::downcast::<postgres::Error>)
+    {
+        Some(Ok(pg)) => DbError::query(context)(*pg),
+        Some(Err(other)) => DbError::Connect {
+            target: "the server".into(),
+            reason: format!("{context}: {other}"),
+        },
+        None => DbError::Connect {
+            target: "the server".into(),
+            reason: context.into(),
+        },
+    }
+}
+
+/// Records the load and merges the staged rows into `loans`.
+fn merge(
+    tx: &mut Transaction<'_>,
+    source: &Source,
+    sha256: &str,
+    as_of: Option<NaiveDate>,
+    rows_read: u64,
+    started_at: chrono::DateTime<Utc>,
+) -> Result<LoadSummary, DbError> {
+    let rows_read_i = i32::try_from(rows_read).unwrap_or(i32::MAX);
+    // Loads queue up behind each other here; readers (the rollup, Adminer) are not blocked.
+    tx.batch_execute("LOCK TABLE loans IN SHARE ROW EXCLUSIVE MODE")
+        .map_err(DbError::query("locking loans"))?;
+    let load_id: i64 = tx
+        .query_one(
+            "INSERT INTO loan_loads (source, sha256, as_of, rows_read, started_at)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[
+                &source.recorded_name(),
+                &sha256,
+                &as_of,
+                &rows_read_i,
+                &started_at,
+            ],
+        )
+        .map_err(DbError::query("recording the load in loan_loads"))?
+        .get(0);
+    // Only days whose counts changed are touched, so a reload leaves updated_at alone.
+    let updated = tx
+        .execute(
+            "UPDATE loans AS l
+                SET number_of_loans = s.number_of_loans,
+                    defaults = s.defaults,
+                    liquidations = s.liquidations,
+                    as_of = $1,
+                    load_id = $2,
+                    updated_at = now()
+               FROM loans_staging AS s
+              WHERE l.date_of_repayment = s.date_of_repayment
+                AND (l.number_of_loans, l.defaults, l.liquidations)
+                    IS DISTINCT FROM (s.number_of_loans, s.defaults, s.liquidations)",
+            &[&as_of, &load_id],
+        )
+        .map_err(DbError::query("updating changed days in loans"))?;
+    let inserted = tx
+        .execute(
+            "INSERT INTO loans (date_of_repayment, number_of_loans, defaults, liquidations,
+                                as_of, load_id, updated_at)
+             SELECT s.date_of_repayment, s.number_of_loans, s.defaults, s.liquidations,
+                    $1, $2, now()
+               FROM loans_staging AS s
+              WHERE NOT EXISTS (SELECT FROM loans AS l
+                                 WHERE l.date_of_repayment = s.date_of_repayment)",
+            &[&as_of, &load_id],
+        )
+        .map_err(DbError::query("inserting new days into loans"))?;
+    let unchanged = rows_read - inserted - updated;
+    let total: i64 = tx
+        .query_one(
+            "UPDATE loan_loads
+                SET inserted = $2, updated = $3, unchanged = $4, finished_at = clock_timestamp()
+              WHERE id = $1
+          RETURNING (SELECT count(*) FROM loans)",
+            &[
+                &load_id,
+                &(inserted as i32),
+                &(updated as i32),
+                &(unchanged as i32),
+            ],
+        )
+        .map_err(DbError::query("finishing the loan_loads row"))?
+        .get(0);
+    Ok(LoadSummary {
+        load_id,
+        rows_read,
+        inserted,
+        updated,
+        unchanged,
+        kept_absent: (total as u64).saturating_sub(rows_read),
+        as_of,
+        elapsed: Duration::ZERO,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_is_tab_separated_with_iso_dates() {
+        let mut out = Vec::new();
+        copy_text(
+            &mut out,
+            &LoanRow {
+                date: NaiveDate::from_ymd_opt(999, 1, 2).unwrap(),
+                number_of_loans: 10,
+                defaults: 3,
+                liquidations: 7,
+            },
+        );
+        assert_eq!(out, b"0999-01-02\t10\t3\t7\n");
+    }
+
+    #[test]
+    fn summary_line_names_every_figure() {
+        let summary = LoadSummary {
+            load_id: 4,
+            rows_read: 620,
+            inserted: 10,
+            updated: 3,
+            unchanged: 607,
+            kept_absent: 0,
+            as_of: NaiveDate::from_ymd_opt(2023, 5, 9),
+            elapsed: Duration::from_millis(52),
+        };
+        assert_eq!(
+            summary.to_string(),
+            "load 4: rows_read=620 inserted=10 updated=3 unchanged=607 as_of=2023-05-09 elapsed=0.052s"
+        );
+    }
+}

@@ -1,0 +1,313 @@
+//! Versioned schema migrations: SQL files under `sql/schema/`, embedded at build time and applied
+//! in order, each in its own transaction together with its row in `schema_migrations`.
+//!
+//! An applied file's checksum is kept; if the embedded text no longer matches, nothing runs,
+//! because the database would no longer be what the files say it is. Concurrent starters are
+//! serialised by an advisory lock, so two tools starting at once on a new database cannot race.
+
+use postgres::Client;
+use sha2::{Digest, Sha256};
+
+use crate::db::DbError;
+use crate::exit::{Exit, ExitStatus};
+
+/// One schema change, as shipped in this binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, in the order it applies. Append only.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "create_loans",
+    sql: include_str!("../sql/schema/V001__create_loans.sql"),
+}];
+
+/// Advisory lock key space of this project (`'loan'` in ASCII), and the key that serialises
+/// migrations within it. Other keys in the space are listed where they are used.
+pub(crate) const LOCK_SPACE: i32 = 0x6c6f_616e;
+const MIGRATION_LOCK: i32 = 1;
+
+impl Migration {
+    /// The file name it is kept under: `V001__create_loans.sql`.
+    pub fn file_name(&self) -> String {
+        format!("V{:03}__{}.sql", self.version, self.name)
+    }
+
+    /// SHA-256 of the text, hex. Line ends are normalised so a CRLF checkout checks the same.
+    pub fn checksum(&self) -> String {
+        sha256_hex(self.sql.replace("\r\n", "\n").as_bytes())
+    }
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hex of a digest.
+pub(crate) fn hex(digest: &[u8]) -> String {
+    use std::fmt::Write as _;
+    digest.iter().fold(String::with_capacity(64), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// The schema cannot be brought to this binary's version.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(
+        "migration {file} was changed after it was applied (checksum {applied} in \
+         schema_migrations, {embedded} in this binary); restore it and put the change in a new migration"
+    )]
+    Changed {
+        file: String,
+        applied: String,
+        embedded: String,
+    },
+    #[error(
+        "the database has migration {version} ({name}), which this binary does not know; \
+         it was made by a newer version of loans: upgrade the binaries"
+    )]
+    Unknown { version: i32, name: String },
+}
+
+impl ExitStatus for MigrationError {
+    fn exit(&self) -> Exit {
+        match self {
+            MigrationError::Db(err) => err.exit(),
+            MigrationError::Changed { .. } | MigrationError::Unknown { .. } => Exit::Software,
+        }
+    }
+}
+
+/// A row of `schema_migrations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub version: i32,
+    pub name: String,
+    pub checksum: String,
+}
+
+/// How the database's schema compares with this binary's migrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaStatus {
+    pub applied: Vec<Applied>,
+    /// Migrations this binary has that the database has not applied yet.
+    pub pending: Vec<Migration>,
+}
+
+impl SchemaStatus {
+    /// The highest applied version, 0 for an empty database.
+    pub fn current_version(&self) -> i32 {
+        self.applied.iter().map(|a| a.version).max().unwrap_or(0)
+    }
+}
+
+/// The version this binary brings the schema to.
+pub fn target_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Reads `schema_migrations` and compares it with [`MIGRATIONS`], writing nothing. A changed or
+/// unknown migration is an error; pending ones are listed in the result.
+pub fn status(client: &mut Client) -> Result<SchemaStatus, MigrationError> {
+    let applied = read_applied(client)?;
+    compare(applied)
+}
+
+fn compare(applied: Vec<Applied>) -> Result<SchemaStatus, MigrationError> {
+    for row in &applied {
+        let Some(known) = MIGRATIONS.iter().find(|m| m.version == row.version) else {
+            return Err(MigrationError::Unknown {
+                version: row.version,
+                name: row.name.clone(),
+            });
+        };
+        let embedded = known.checksum();
+        if row.checksum != embedded {
+            return Err(MigrationError::Changed {
+                file: known.file_name(),
+                applied: row.checksum.clone(),
+                embedded,
+            });
+        }
+    }
+    let pending = MIGRATIONS
+        .iter()
+        .filter(|m| applied.iter().all(|a| a.version != m.version))
+        .copied()
+        .collect();
+    Ok(SchemaStatus { applied, pending })
+}
+
+fn read_applied(client: &mut Client) -> Result<Vec<Applied>, DbError> {
+    // One round trip in the common case; a missing table means a new database.
+    let rows = client.query(
+        "SELECT version, name, checksum FROM schema_migrations ORDER BY version",
+        &[],
+    );
+    match rows {
+        Ok(rows) => Ok(rows
+            .iter()
+            .map(|row| Applied {
+                version: row.get(0),
+                name: row.get(1),
+                checksum: row.get(2),
+            })
+            .collect()),
+        Err(err) if err.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Ok(vec![]),
+        Err(err) => Err(DbError::query("reading schema_migrations")(err)),
+    }
+}
+
+/// Brings the schema up to date and returns how many migrations were applied. Cheap when there
+/// is nothing to do: one query, no lock.
+pub fn migrate(client: &mut Client) -> Result<usize, MigrationError> {
+    if status(client)?.pending.is_empty() {
+        return Ok(0);
+    }
+    client
+        .execute(
+            "SELECT pg_advisory_lock($1, $2)",
+            &[&LOCK_SPACE, &MIGRATION_LOCK],
+        )
+        .map_err(DbError::query("waiting for the migration lock"))?;
+    let result = apply_pending(client);
+    let unlocked = client
+        .execute(
+            "SELECT pg_advisory_unlock($1, $2)",
+            &[&LOCK_SPACE, &MIGRATION_LOCK],
+        )
+        .map_err(DbError::query("releasing the migration lock"));
+    let applied = result?;
+    unlocked?;
+    Ok(applied)
+}
+
+fn apply_pending(client: &mut Client) -> Result<usize, MigrationError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version    integer     PRIMARY KEY,
+                 name       text        NOT NULL,
+                 checksum   text        NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .map_err(DbError::query("creating schema_migrations"))?;
+    // Another process may have applied some while we waited for the lock.
+    let pending = status(client)?.pending;
+    for migration in &pending {
+        let file = migration.file_name();
+        let context = || format!("applying migration {file}");
+        let mut tx = client.transaction().map_err(DbError::query(context()))?;
+        tx.batch_execute(migration.sql)
+            .map_err(DbError::query(context()))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+            &[&migration.version, &migration.name, &migration.checksum()],
+        )
+        .map_err(DbError::query(context()))?;
+        tx.commit().map_err(DbError::query(context()))?;
+        log::info!("applied migration {file}");
+    }
+    Ok(pending.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn versions_start_at_one_and_have_no_gaps() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i32 + 1, "{}", m.file_name());
+        }
+    }
+
+    #[test]
+    fn every_file_in_the_folder_is_embedded_under_its_own_name() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/schema");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        let names: Vec<String> = MIGRATIONS.iter().map(Migration::file_name).collect();
+        assert_eq!(files, names);
+        for m in MIGRATIONS {
+            let on_disk = std::fs::read_to_string(dir.join(m.file_name())).unwrap();
+            assert_eq!(on_disk, m.sql, "{} embeds other text", m.file_name());
+        }
+    }
+
+    #[test]
+    fn checksum_is_sha256_and_ignores_line_ends() {
+        // Known SHA-256 of "abc" (FIPS 180-2, appendix B.1).
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let lf = Migration {
+            version: 1,
+            name: "x",
+            sql: "a\nb\n",
+        };
+        let crlf = Migration {
+            version: 1,
+            name: "x",
+            sql: "a\r\nb\r\n",
+        };
+        assert_eq!(lf.checksum(), crlf.checksum());
+    }
+
+    fn applied(m: &Migration) -> Applied {
+        Applied {
+            version: m.version,
+            name: m.name.to_owned(),
+            checksum: m.checksum(),
+        }
+    }
+
+    #[test]
+    fn compare_lists_what_is_pending() {
+        let status = compare(vec![]).unwrap();
+        assert_eq!(status.pending, MIGRATIONS);
+        assert_eq!(status.current_version(), 0);
+        let status = compare(MIGRATIONS.iter().map(applied).collect()).unwrap();
+        assert!(status.pending.is_empty());
+        assert_eq!(status.current_version(), target_version());
+    }
+
+    #[test]
+    fn compare_refuses_a_changed_file_and_names_it() {
+        let mut rows: Vec<Applied> = MIGRATIONS.iter().map(applied).collect();
+        rows[0].checksum = "0".repeat(64);
+        let err = compare(rows).unwrap_err();
+        assert!(err.to_string().contains("V001__create_loans.sql"), "{err}");
+        assert_eq!(err.exit(), Exit::Software);
+    }
+
+    #[test]
+    fn compare_refuses_a_migration_from_a_newer_binary() {
+        let mut rows: Vec<Applied> = MIGRATIONS.iter().map(applied).collect();
+        rows.push(Applied {
+            version: 999,
+            name: "from_the_future".into(),
+            checksum: String::new(),
+        });
+        let err = compare(rows).unwrap_err();
+        assert!(
+            matches!(err, MigrationError::Unknown { version: 999, .. }),
+            "{err}"
+        );
+    }
+}

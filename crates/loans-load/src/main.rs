@@ -1,0 +1,73 @@
+//! `loans-load FILE`: check a daily loans extract and merge it into the `loans` table.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use loans_core::config::DbArgs;
+use loans_core::exit::EXIT_CODES_HELP;
+use loans_core::input::Source;
+use loans_core::load::{self, LoadOptions};
+use loans_core::logging;
+
+const ABOUT: &str = "Load a daily loans extract (CSV) into PostgreSQL, checking every row.";
+
+const LONG_ABOUT: &str = "\
+Load a daily loans extract (CSV) into PostgreSQL, checking every row.
+
+FILE is read once, as a stream, and every row is checked while it is sent to the server. If any
+row breaks a rule, nothing is written and each bad row is reported on stderr with its line,
+column, value and reason (the first 20, then a count). Otherwise, in one transaction, days that
+are new are inserted into `loans`, days whose counts changed are updated, days with the same
+counts are left alone (loading the same file twice changes nothing), and days that are in the
+table but not in the file are kept. The load is recorded in `loan_loads`, and one summary line is
+printed on stdout. Pending schema migrations are applied first.";
+
+const AFTER_HELP: &str = "\
+Input:
+  A header line, then one row per day, four columns in this order. Either header is accepted
+  (case and surrounding spaces do not matter; the as-of part is optional and, when present, is
+  stored with each day the file changes):
+    Date of Repayment,Number of Loans,Default (as of 2023-05-09),Liquidation (as of 2023-05-09)
+    date_of_repayment,number_of_loans,defaults,liquidations
+  Dates are YYYY-MM-DD and must exist; counts are whole numbers from 0 to 2147483647;
+  defaults + liquidations may not exceed the number of loans; a date may appear only once.
+  UTF-8 with or without a BOM, LF or CRLF line ends, quoted fields and blank lines are fine.
+
+Examples:
+  Load the sample shipped with the project:
+    loans-load data/loans.csv
+  Load from another program, naming the database explicitly:
+    gunzip -c extract.csv.gz | loans-load --database-url postgresql://loans@db/loans -
+  Use the libpq variables instead of a URL:
+    PGHOST=localhost PGUSER=loans PGDATABASE=loans loans-load data/loans.csv";
+
+/// Command line, as typed.
+#[derive(Debug, Parser)]
+#[command(name = "loans-load", version, about = ABOUT, long_about = LONG_ABOUT,
+          after_help = format!("{AFTER_HELP}\n\n{EXIT_CODES_HELP}"))]
+struct Cli {
+    /// The extract to load; - reads standard input.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+
+    #[command(flatten)]
+    db: DbArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init("loans-load");
+    let db = match cli.db.validate("loans-load") {
+        Ok(db) => db,
+        Err(err) => return logging::fail(&err),
+    };
+    let options = LoadOptions {
+        db,
+        source: Source::from_arg(&cli.file),
+    };
+    match load::load(&options) {
+        Ok(summary) => logging::succeed(&summary.to_string()),
+        Err(err) => logging::fail(&err),
+    }
+}

@@ -1,0 +1,495 @@
+//! `loans-load` run as a user would, against a throwaway PostgreSQL cluster.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use loans_testkit::cluster::{TestDb, cluster, free_port};
+use loans_testkit::command::{Cmd, Output};
+use loans_testkit::repo_root;
+use loans_testkit::sample::Spec;
+
+const BIN: &str = env!("CARGO_BIN_EXE_loans-load");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn load(db: &TestDb, file: impl AsRef<Path>) -> Cmd {
+    Cmd::new(BIN)
+        .arg("--database-url")
+        .arg(&db.url)
+        .arg(file.as_ref())
+}
+
+fn load_text(db: &TestDb, text: impl Into<Vec<u8>>) -> Cmd {
+    Cmd::new(BIN)
+        .arg("--database-url")
+        .arg(&db.url)
+        .arg("-")
+        .stdin(text)
+}
+
+/// `key=value` from the summary line.
+fn figure(out: &Output, key: &str) -> String {
+    out.stdout
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in the summary\n{out}"))
+        .to_owned()
+}
+
+fn counts(out: &Output) -> [u64; 4] {
+    ["rows_read", "inserted", "updated", "unchanged"].map(|k| figure(out, k).parse().unwrap())
+}
+
+/// The table as text lines, in date order, for before/after comparisons.
+fn table(db: &TestDb) -> Vec<String> {
+    db.rows("SELECT date_of_repayment, number_of_loans, defaults, liquidations, as_of, load_id, updated_at FROM loans ORDER BY 1")
+}
+
+fn loads_recorded(db: &TestDb) -> i64 {
+    db.scalar("SELECT count(*) FROM loan_loads")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn loads_the_sample_into_an_empty_database() {
+    let db = cluster().fresh_db();
+    let sample = repo_root().join("data/loans.csv");
+    let out = load(&db, &sample).expect(0);
+    assert_eq!(counts(&out), [620, 620, 0, 0]);
+    assert_eq!(figure(&out, "as_of"), "2023-05-09");
+    assert_eq!(out.stdout.lines().count(), 1, "one summary line\n{out}");
+
+    // The table holds exactly what the generator made (an independent source of the numbers).
+    let expected: Vec<String> = Spec::sample()
+        .days()
+        .map(|d| {
+            format!(
+                "{}|{}|{}|{}|2023-05-09",
+                d.date, d.number_of_loans, d.defaults, d.liquidations
+            )
+        })
+        .collect();
+    let got = db.rows("SELECT date_of_repayment, number_of_loans, defaults, liquidations, as_of FROM loans ORDER BY 1");
+    assert_eq!(got, expected);
+
+    let sha = Command::new("sha256sum").arg(&sample).output().unwrap();
+    let sha = String::from_utf8_lossy(&sha.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let load = db.rows("SELECT source, sha256, as_of, rows_read, inserted, updated, unchanged, finished_at >= started_at FROM loan_loads");
+    assert_eq!(
+        load,
+        [format!(
+            "{}|{sha}|2023-05-09|620|620|0|0|t",
+            sample.display()
+        )]
+    );
+}
+
+#[test]
+fn the_real_extract_loads_as_is() {
+    let Some(real) = loans_testkit::real_extract() else {
+        return;
+    };
+    let db = cluster().fresh_db();
+    let out = load(&db, &real).expect(0);
+    assert_eq!(counts(&out), [620, 620, 0, 0]);
+    assert_eq!(figure(&out, "as_of"), "2023-05-09");
+    // Column sums read straight from the file, to compare with the table's.
+    let text = std::fs::read_to_string(&real).unwrap();
+    let mut sums = [0i64; 3];
+    for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split(',').collect();
+        for (sum, field) in sums.iter_mut().zip(&fields[1..]) {
+            *sum += field.trim().parse::<i64>().unwrap();
+        }
+    }
+    let got = db.scalar("SELECT concat_ws(',', sum(number_of_loans), sum(defaults), sum(liquidations)) FROM loans").unwrap();
+    assert_eq!(got, format!("{},{},{}", sums[0], sums[1], sums[2]));
+    assert_eq!(
+        db.scalar(
+            "SELECT min(date_of_repayment)::text || ' ' || max(date_of_repayment) FROM loans"
+        )
+        .unwrap(),
+        "2021-08-28 2023-05-09"
+    );
+}
+
+#[test]
+fn a_reload_of_the_same_file_changes_nothing() {
+    let db = cluster().fresh_db();
+    let sample = repo_root().join("data/loans.csv");
+    load(&db, &sample).expect(0);
+    let before = table(&db);
+    let out = load(&db, &sample).expect(0);
+    assert_eq!(counts(&out), [620, 0, 0, 620]);
+    assert_eq!(
+        table(&db),
+        before,
+        "updated_at, load_id and counts must be untouched"
+    );
+    assert_eq!(
+        loads_recorded(&db),
+        2,
+        "every load is recorded, even one that changes nothing"
+    );
+}
+
+#[test]
+fn a_later_extract_updates_revised_days_and_adds_new_ones() {
+    let db = cluster().fresh_db();
+    let now = Spec::sample();
+    let later = now.later(30);
+    load_text(&db, now.to_csv()).expect(0);
+    let before = table(&db);
+
+    // What should change, worked out from the generator rather than from the loader.
+    let old: Vec<_> = now.days().collect();
+    let revised: Vec<String> = later
+        .days()
+        .zip(&old)
+        .filter(|(new, old)| new != *old)
+        .map(|(new, _)| new.date.to_string())
+        .collect();
+    assert!(!revised.is_empty());
+
+    let out = load_text(&db, later.to_csv()).expect(0);
+    let unchanged = 620 - revised.len() as u64;
+    assert_eq!(counts(&out), [650, 30, revised.len() as u64, unchanged]);
+    assert_eq!(figure(&out, "as_of"), "2023-06-08");
+
+    // Changed days carry the new as-of date and load; the others are exactly as they were.
+    let changed = db.rows("SELECT date_of_repayment FROM loans WHERE as_of = '2023-06-08' AND date_of_repayment <= '2023-05-09' ORDER BY 1");
+    assert_eq!(changed, revised);
+    let untouched = db.rows(&format!(
+        "SELECT date_of_repayment, number_of_loans, defaults, liquidations, as_of, load_id, updated_at FROM loans \
+         WHERE date_of_repayment <= '2023-05-09' AND date_of_repayment::text NOT IN ('{}') ORDER BY 1",
+        revised.join("','")
+    ));
+    let expected: Vec<String> = before
+        .into_iter()
+        .filter(|row| !revised.iter().any(|d| row.starts_with(d.as_str())))
+        .collect();
+    assert_eq!(untouched, expected);
+    assert_eq!(db.scalar("SELECT count(*) FROM loans").unwrap(), "650");
+}
+
+#[test]
+fn days_missing_from_a_newer_file_are_kept_and_counted_in_the_log() {
+    let db = cluster().fresh_db();
+    let spec = Spec::sample();
+    load_text(&db, spec.to_csv()).expect(0);
+    let shorter = Spec { days: 600, ..spec };
+    let out = load_text(&db, shorter.to_csv()).expect(0);
+    assert_eq!(counts(&out), [600, 0, 0, 600]);
+    out.assert_stderr_has("20 days already in loans are not in this file; they were kept");
+    assert_eq!(db.scalar("SELECT count(*) FROM loans").unwrap(), "620");
+}
+
+#[test]
+fn stdin_is_read_when_the_file_is_a_dash() {
+    let db = cluster().fresh_db();
+    let text = std::fs::read(fixture("small.csv")).unwrap();
+    let out = load_text(&db, text).expect(0);
+    assert_eq!(counts(&out), [3, 3, 0, 0]);
+    assert_eq!(db.scalar("SELECT source FROM loan_loads").unwrap(), "-");
+}
+
+#[test]
+fn bom_crlf_quotes_and_trailing_blank_lines_load_the_same_as_plain_text() {
+    let db = cluster().fresh_db();
+    load(&db, fixture("small.csv")).expect(0);
+    let out = load(&db, fixture("bom_crlf_quoted.csv")).expect(0);
+    assert_eq!(counts(&out), [3, 0, 0, 3], "same rows, written differently");
+    assert_eq!(figure(&out, "as_of"), "none");
+}
+
+#[test]
+fn bad_rows_are_all_reported_and_nothing_is_written() {
+    let db = cluster().fresh_db();
+    load(&db, fixture("small.csv")).expect(0);
+    let before = table(&db);
+    let out = load(&db, fixture("bad_rows.csv")).expect(65);
+    let file = fixture("bad_rows.csv").display().to_string();
+    // Line numbers count the header as line 1.
+    for expected in [
+        "7 invalid rows; nothing was loaded",
+        "line 3, column 1 (date_of_repayment): \"2023-02-30\": no such day in the calendar",
+        "line 4, column 2 (number_of_loans): \"ten\": not a whole number",
+        "line 5, column 3 (defaults): \"-1\": negative; counts are 0 or more",
+        "line 6, columns 3+4 (defaults + liquidations): \"6 + 6 = 12\": more than number_of_loans (10)",
+        "line 7, row: \"2023-05-06,10,1\": 3 fields; expected 4",
+        "line 8, column 1 (date_of_repayment): \"2023-05-01\": this date appears on an earlier line too",
+        "line 9, column 2 (number_of_loans): \"99999999999\": too large",
+    ] {
+        out.assert_stderr_has(&format!("{file}: {expected}"));
+    }
+    assert!(out.stdout.is_empty(), "no summary for a failed load\n{out}");
+    assert_eq!(table(&db), before);
+    assert_eq!(loads_recorded(&db), 1);
+}
+
+#[test]
+fn beyond_twenty_bad_rows_the_rest_are_counted() {
+    let db = cluster().fresh_db();
+    let mut text = String::from("date_of_repayment,number_of_loans,defaults,liquidations\n");
+    for day in 1..=28 {
+        text.push_str(&format!("2023-02-{day:02},1,1,1\n"));
+    }
+    let out = load_text(&db, text).expect(65);
+    out.assert_stderr_has("<stdin>: 28 invalid rows; nothing was loaded");
+    out.assert_stderr_has("<stdin>: ... and 8 more invalid rows");
+    let reported = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains(", columns 3+4"))
+        .count();
+    assert_eq!(reported, 20, "{out}");
+}
+
+#[test]
+fn one_bad_row_deep_in_a_large_file_stops_the_whole_load() {
+    let db = cluster().fresh_db();
+    load(&db, repo_root().join("data/loans.csv")).expect(0);
+    let before = table(&db);
+    let spec = Spec::ending_on_as_of(
+        chrono::NaiveDate::from_ymd_opt(1800, 1, 1).unwrap(),
+        200_000,
+        3,
+    );
+    let mut text = spec.to_csv();
+    // Break the row on line 150,001 (the header is line 1).
+    let start = text.match_indices('\n').nth(149_999).unwrap().0 + 1;
+    let end = start + text[start..].find('\n').unwrap();
+    let broken: String = text[start..end].replacen(',', ",-", 1);
+    text.replace_range(start..end, &broken);
+    let out = load_text(&db, text).expect(65);
+    out.assert_stderr_has("1 invalid row; nothing was loaded");
+    out.assert_stderr_has("line 150001, column 2 (number_of_loans)");
+    assert_eq!(table(&db), before);
+    assert_eq!(loads_recorded(&db), 1);
+}
+
+#[test]
+fn files_that_are_not_extracts_fail_with_one_line() {
+    let db = cluster().fresh_db();
+    for (name, reason) in [
+        ("empty.csv", "the file is empty"),
+        ("garbage.bin", "line 1: not UTF-8 text"),
+        (
+            "swapped_header.csv",
+            "line 1: unexpected header \"Number of Loans,Date of Repayment,Default,Liquidation\"; expected",
+        ),
+        (
+            "duplicate_date.csv",
+            "line 4, column 1 (date_of_repayment): \"2023-05-01\": this date appears on an earlier line too",
+        ),
+        (
+            "overflow.csv",
+            "line 2, column 2 (number_of_loans): \"2147483648\": too large; a PostgreSQL integer holds at most 2147483647",
+        ),
+    ] {
+        let out = load(&db, fixture(name)).expect(65);
+        out.assert_stderr_has(reason);
+        assert!(!out.stderr.contains("panicked"), "{out}");
+    }
+    let out = load(&db, fixture("swapped_header.csv")).expect(65);
+    assert_eq!(out.stderr.lines().count(), 1, "{out}");
+    let out = load_text(
+        &db,
+        "date_of_repayment,number_of_loans,defaults,liquidations\n",
+    )
+    .expect(65);
+    out.assert_stderr_has("the file has a header but no rows");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM loan_loads")
+            .unwrap_or_default(),
+        "0"
+    );
+}
+
+#[test]
+fn a_missing_file_is_status_66() {
+    let db = cluster().fresh_db();
+    let out = load(&db, "no/such/file.csv").expect(66);
+    out.assert_stderr_has("no/such/file.csv: cannot open: No such file or directory");
+}
+
+#[test]
+fn an_unreachable_database_is_status_69_quickly_and_keeps_the_password_secret() {
+    let port = free_port();
+    let url = format!("postgresql://loans:hunter2@127.0.0.1:{port}/loans");
+    let out = Cmd::new(BIN)
+        .args(["--database-url", &url])
+        .arg(fixture("small.csv"))
+        .expect(69);
+    assert!(out.elapsed < Duration::from_secs(10), "{out}");
+    out.assert_stderr_has(&format!(
+        "cannot connect to PostgreSQL at 127.0.0.1:{port} database loans user loans"
+    ));
+    assert!(
+        !out.stderr.contains("hunter2") && !out.stderr.contains("panicked"),
+        "{out}"
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{out}");
+}
+
+#[test]
+fn a_server_error_is_printed_once_with_its_sqlstate() {
+    let db = cluster().fresh_db();
+    let url = format!("{}_missing", db.url);
+    let out = Cmd::new(BIN)
+        .args(["--database-url", &url])
+        .arg(fixture("small.csv"))
+        .expect(69);
+    out.assert_stderr_has(&format!(
+        "database \"{}_missing\" does not exist (SQLSTATE 3D000)",
+        db.name
+    ));
+    assert_eq!(out.stderr.lines().count(), 1, "{out}");
+}
+
+#[test]
+fn libpq_variables_are_used_when_there_is_no_url() {
+    let db = cluster().fresh_db();
+    let config: postgres::Config = db.url.parse().unwrap();
+    let port = config.get_ports()[0].to_string();
+    let out = Cmd::new(BIN)
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", &port)
+        .env("PGUSER", "postgres")
+        .env("PGDATABASE", &db.name)
+        .arg(fixture("small.csv"))
+        .expect(0);
+    assert_eq!(counts(&out), [3, 3, 0, 0]);
+}
+
+#[test]
+fn migrations_are_recorded_and_a_changed_one_stops_the_loader() {
+    let db = cluster().fresh_db();
+    load(&db, fixture("small.csv")).expect(0);
+    let rows = db.rows("SELECT version, name, length(checksum) FROM schema_migrations ORDER BY 1");
+    assert_eq!(rows[0], "1|create_loans|64");
+    db.execute("UPDATE schema_migrations SET checksum = repeat('0', 64) WHERE version = 1");
+    let out = load(&db, fixture("small.csv")).expect(70);
+    out.assert_stderr_has("migration V001__create_loans.sql was changed after it was applied");
+    assert_eq!(loads_recorded(&db), 1);
+}
+
+#[test]
+fn loaders_starting_together_on_a_new_database_do_not_race() {
+    let db = cluster().fresh_db();
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| load(&db, fixture("small.csv")).run()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for out in &outs {
+        out.assert_code(0);
+    }
+    let inserted: u64 = outs.iter().map(|o| counts(o)[1]).sum();
+    assert_eq!(inserted, 3, "exactly one loader inserts each day");
+    let versions = db
+        .scalar("SELECT count(*) || ' ' || count(DISTINCT version) FROM schema_migrations")
+        .unwrap();
+    let n = loans_core_migrations();
+    assert_eq!(versions, format!("{n} {n}"));
+}
+
+fn loans_core_migrations() -> usize {
+    // The loader embeds the same list; counting the files keeps this test independent of it.
+    std::fs::read_dir(repo_root().join("crates/loans-core/sql/schema"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn a_loader_killed_during_copy_leaves_the_table_as_it_was() {
+    let db = cluster().fresh_db();
+    load(&db, repo_root().join("data/loans.csv")).expect(0);
+    let before = table(&db);
+
+    let mut child = Command::new(BIN)
+        .args(["--database-url", &db.url, "-"])
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let spec = Spec::ending_on_as_of(
+        chrono::NaiveDate::from_ymd_opt(1900, 1, 1).unwrap(),
+        40_000,
+        5,
+    );
+    // Send the header and some rows, keep the pipe open, and wait until the server is copying.
+    let text = spec.to_csv();
+    stdin.write_all(text.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let mut client = db.client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let copied: i64 = client
+            .query_one("SELECT coalesce(max(tuples_processed), 0) FROM pg_stat_progress_copy WHERE datname = current_database()", &[])
+            .unwrap()
+            .get(0);
+        if copied > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the loader never started copying"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+
+    // The server notices the lost client and rolls back; wait for its backend to go.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db
+        .scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'loans-load'")
+        .unwrap()
+        != "0"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the killed loader's session did not end"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(table(&db), before);
+    assert_eq!(loads_recorded(&db), 1);
+}
+
+#[test]
+fn help_teaches_usage_and_lists_exit_statuses() {
+    let out = Cmd::new(BIN).arg("--help").expect(0);
+    for needle in [
+        "Usage: loans-load",
+        "Examples:",
+        "loans-load data/loans.csv",
+        "Exit status:",
+        "65  invalid input data",
+        "69  the database is unavailable",
+        "--database-url <URL>",
+    ] {
+        assert!(out.stdout.contains(needle), "{needle:?} missing\n{out}");
+    }
+    let out = Cmd::new(BIN).arg("--no-such-option").expect(2);
+    out.assert_stderr_has("--no-such-option");
+    Cmd::new(BIN).expect(2);
+}
