@@ -242,10 +242,10 @@ fn bad_rows_are_all_reported_and_nothing_is_written() {
 #[test]
 fn beyond_twenty_bad_rows_the_rest_are_counted() {
     let db = cluster().fresh_db();
-    let mut text = String::from("date_of_repayment,number_of_loans,defaults,liquidations\n");
-    for day in 1..=28 {
-        text.push_str(&format!("2023-02-{day:02},1,1,1\n"));
-    }
+    let rows: String = (1..=28)
+        .map(|day| format!("2023-02-{day:02},1,1,1\n"))
+        .collect();
+    let text = format!("date_of_repayment,number_of_loans,defaults,liquidations\n{rows}");
     let out = load_text(&db, text).expect(65);
     out.assert_stderr_has("<stdin>: 28 invalid rows; nothing was loaded");
     out.assert_stderr_has("<stdin>: ... and 8 more invalid rows");

@@ -280,7 +280,9 @@ impl OwnCluster {
             data = self.data().display(),
             dir = self.dir.display(),
         );
-        Command::new("sh")
+        // Deliberately not waited for: it must outlive this process.
+        #[allow(clippy::zombie_processes)]
+        let _watcher = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -322,12 +324,13 @@ pub fn find_bindir() -> PathBuf {
         })
         .collect();
     found.sort();
-    found.pop().map(|(_, bin)| bin).unwrap_or_else(|| {
-        panic!(
+    match found.pop() {
+        Some((_, bin)) => bin,
+        None => panic!(
             "PostgreSQL's server programs (initdb, pg_ctl) are not installed: run scripts/test, \
              which installs them, or set LOANS_PG_BINDIR or LOANS_TEST_DATABASE_URL"
-        )
-    })
+        ),
+    }
 }
 
 /// True for root: /proc/self belongs to the process's effective user.

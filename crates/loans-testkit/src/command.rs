@@ -23,8 +23,9 @@ const DB_VARS: &[&str] = &[
 /// A command to run, built up like `std::process::Command` but keeping what it needs to
 /// describe itself.
 #[derive(Debug)]
+#[must_use]
 pub struct Cmd {
-    cmd: Command,
+    command: Command,
     shown: String,
     stdin: Option<Vec<u8>>,
 }
@@ -43,12 +44,12 @@ impl Cmd {
     /// caller's shell.
     pub fn new(program: impl AsRef<OsStr>) -> Cmd {
         let program = program.as_ref();
-        let mut cmd = Command::new(program);
+        let mut command = Command::new(program);
         for var in DB_VARS {
-            cmd.env_remove(var);
+            command.env_remove(var);
         }
         Cmd {
-            cmd,
+            command,
             shown: program.to_string_lossy().into_owned(),
             stdin: None,
         }
@@ -58,7 +59,7 @@ impl Cmd {
         let arg = arg.as_ref();
         self.shown.push(' ');
         self.shown.push_str(&arg.to_string_lossy());
-        self.cmd.arg(arg);
+        self.command.arg(arg);
         self
     }
 
@@ -71,7 +72,7 @@ impl Cmd {
 
     pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Cmd {
         self.shown = format!("{key}={} {}", value.as_ref().to_string_lossy(), self.shown);
-        self.cmd.env(key, value);
+        self.command.env(key, value);
         self
     }
 
@@ -85,7 +86,7 @@ impl Cmd {
     pub fn run(mut self) -> Output {
         let started = Instant::now();
         let mut child = self
-            .cmd
+            .command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -30,6 +30,7 @@ pub enum HeaderStyle {
 
 /// What to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
 pub struct Spec {
     pub start: NaiveDate,
     pub days: u32,
@@ -258,5 +259,15 @@ mod tests {
             "Date of Repayment,Number of Loans,Default (as of 2023-05-09),Liquidation (as of 2023-05-09)"
         );
         assert!(lines[1].starts_with("2021-08-28,"));
+    }
+
+    #[test]
+    fn the_committed_sample_is_what_the_generator_makes() {
+        let committed = std::fs::read_to_string(crate::repo_root().join("data/loans.csv")).unwrap();
+        assert!(
+            committed == Spec::sample().to_csv(),
+            "data/loans.csv differs from the generator's output: \
+             run `cargo run -p loans-testkit --bin loans-sample > data/loans.csv`"
+        );
     }
 }

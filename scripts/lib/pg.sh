@@ -1,0 +1,100 @@
+# shellcheck shell=bash
+# Helpers for scripts that need a private PostgreSQL cluster: source this file, then
+#   pg_ensure_installed            install PostgreSQL's server programs if they are missing
+#   pg_start DIR [SETTING...]      initdb + start a cluster in DIR on a free port; sets PG_PORT
+#   pg_stop DIR                    stop it (the folder is left for the caller to remove)
+#   pg_psql DIR DB -c SQL          psql as the superuser over the cluster's socket
+# initdb and postgres refuse to run as root, so as root they run as the `postgres` user.
+
+pg_bindir() {
+  if [ -n "${LOANS_PG_BINDIR:-}" ]; then
+    echo "$LOANS_PG_BINDIR"
+    return 0
+  fi
+  local dir
+  dir=$(find /usr/lib/postgresql -maxdepth 3 -path '*/bin/initdb' 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$dir" ] || return 1
+  dirname "$dir"
+}
+
+pg_ensure_installed() {
+  if pg_bindir >/dev/null && command -v psql >/dev/null; then
+    return 0
+  fi
+  echo "PostgreSQL's server programs are missing: installing them with apt-get" >&2
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "need root (or sudo) to install PostgreSQL" >&2; return 1; }
+    sudo="sudo"
+  fi
+  # The package would create and start a cluster of its own; we only want the programs.
+  $sudo mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.d/loans.conf >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-client >/dev/null
+  pg_bindir >/dev/null
+}
+
+# Runs a command as the cluster's owner: ourselves, or `postgres` when we are root.
+pg_as_owner() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+pg_free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 30000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+}
+
+pg_start() {
+  local dir=$1
+  shift
+  local bin
+  bin=$(pg_bindir) || { echo "PostgreSQL is not installed" >&2; return 1; }
+  mkdir -p "$dir"
+  if [ "$(id -u)" = 0 ]; then
+    # The server runs as postgres: it must own DIR and be able to reach it.
+    chown postgres:postgres "$dir"
+    chmod o+x "$(dirname "$dir")"
+  fi
+  pg_as_owner "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C \
+    --no-sync >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; return 1; }
+  local settings="-c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
+  settings+=" -c full_page_writes=off"
+  local extra
+  for extra in "$@"; do settings+=" -c $extra"; done
+  local attempt
+  for attempt in 1 2 3 4 5; do
+    PG_PORT=$(pg_free_port)
+    if pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+      -o "-p $PG_PORT -k $dir $settings" start >/dev/null 2>&1; then
+      export PG_PORT
+      return 0
+    fi
+    echo "PostgreSQL did not start on port $PG_PORT (attempt $attempt)" >&2
+  done
+  cat "$dir/server.log" >&2
+  return 1
+}
+
+pg_stop() {
+  local dir=$1 bin
+  bin=$(pg_bindir) || return 0
+  [ -f "$dir/data/postmaster.pid" ] || return 0
+  pg_as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+pg_psql() {
+  local dir=$1 db=$2
+  shift 2
+  psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$PG_PORT" -U postgres -d "$db" "$@"
+}
