@@ -104,6 +104,17 @@ impl DbConfig {
         &self.target
     }
 
+    /// Adds a server setting for every session opened with this configuration, such as
+    /// `statement_timeout=50s`: sent with the connection request, so it costs no round trip.
+    pub fn set_server_option(&mut self, name: &str, value: &str) {
+        let mut options = self.pg.get_options().unwrap_or_default().to_owned();
+        if !options.is_empty() {
+            options.push(' ');
+        }
+        let _ = write!(options, "-c {name}={value}");
+        self.pg.options(&options);
+    }
+
     /// Builds a configuration from a URL (for tests and tools that already hold one).
     pub fn from_url(url: &str, application_name: &str) -> Result<DbConfig, ConfigError> {
         DbArgs {

@@ -3,6 +3,7 @@
 //! Each binary parses its arguments, calls one function here and maps the result to an exit
 //! status; everything worth testing lives in these modules, one per concern.
 
+pub mod checks;
 pub mod config;
 pub mod db;
 pub mod exit;
@@ -10,3 +11,4 @@ pub mod input;
 pub mod load;
 pub mod logging;
 pub mod migrations;
+pub mod rollup;

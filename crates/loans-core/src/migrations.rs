@@ -20,16 +20,25 @@ pub struct Migration {
 }
 
 /// Every migration, in the order it applies. Append only.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "create_loans",
-    sql: include_str!("../sql/schema/V001__create_loans.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "create_loans",
+        sql: include_str!("../sql/schema/V001__create_loans.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "create_rollup",
+        sql: include_str!("../sql/schema/V002__create_rollup.sql"),
+    },
+];
 
 /// Advisory lock key space of this project (`'loan'` in ASCII), and the key that serialises
 /// migrations within it. Other keys in the space are listed where they are used.
 pub(crate) const LOCK_SPACE: i32 = 0x6c6f_616e;
 const MIGRATION_LOCK: i32 = 1;
+/// Held by a running `loans-rollup` for its whole run.
+pub(crate) const ROLLUP_LOCK: i32 = 2;
 
 impl Migration {
     /// The file name it is kept under: `V001__create_loans.sql`.

@@ -86,6 +86,22 @@ impl TestDb {
             .collect()
     }
 
+    /// Loads `csv` with the real loader, in-process; panics if it is refused.
+    pub fn load(&self, csv: &str) -> loans_core::load::LoadSummary {
+        let dir = std::env::temp_dir().join(format!("loans-testkit-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("create a temporary folder");
+        let path = dir.join(format!("{}.csv", self.name));
+        fs::write(&path, csv).expect("write the extract");
+        let options = loans_core::load::LoadOptions {
+            db: loans_core::config::DbConfig::from_url(&self.url, "loans-testkit")
+                .expect("a valid URL"),
+            source: loans_core::input::Source::Path(path.clone()),
+        };
+        let summary = loans_core::load::load(&options).unwrap_or_else(|e| panic!("load: {e}"));
+        let _ = fs::remove_file(path);
+        summary
+    }
+
     /// Runs statements (no results).
     pub fn execute(&self, sql: &str) {
         self.client()

@@ -1,0 +1,813 @@
+//! `loans-verify`: read-only checks of the tables, for CI and for operators.
+//!
+//! The newest snapshot is checked against a recomputation done here, in Rust, from `loans`: code
+//! that shares nothing with the rollup's SQL, so a mistake in one shows up as a difference rather
+//! than being repeated. All checks read one consistent state (a read-only, repeatable-read
+//! transaction) and nothing is ever written.
+
+use std::collections::VecDeque;
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{IsolationLevel, Transaction};
+use serde::Serialize;
+
+use crate::config::DbConfig;
+use crate::db::{self, DbError};
+use crate::exit::{Exit, ExitStatus};
+use crate::input::{self, LoanRow, Source};
+use crate::migrations;
+
+/// Relative tolerance when comparing the snapshot's numerics with the recomputation.
+pub const TOLERANCE: f64 = 1e-9;
+
+/// Differences named in a check's details before the rest are only counted.
+const NAMED: usize = 5;
+
+/// What to check.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    pub db: DbConfig,
+    /// Compare `loans` with this file.
+    pub csv: Option<Source>,
+    /// Calendar gaps in `loans` fail the run instead of being reported.
+    pub no_gaps: bool,
+    /// The newest successful rollup must be at most this old.
+    pub max_age: Option<Duration>,
+}
+
+/// A check's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Fail,
+    /// Worth knowing, not a failure.
+    Info,
+    /// Could not be checked because an earlier check failed.
+    Skip,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::Info => "INFO",
+            Status::Skip => "SKIP",
+        })
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub details: String,
+}
+
+impl Check {
+    fn new(name: &'static str, status: Status, details: impl Into<String>) -> Check {
+        Check {
+            name,
+            status,
+            details: details.into(),
+        }
+    }
+}
+
+/// Every check's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    fn from_checks(checks: Vec<Check>) -> Report {
+        Report {
+            ok: checks.iter().all(|c| c.status != Status::Fail),
+            checks,
+        }
+    }
+
+    /// One line per check: `PASS loans: ...`.
+    pub fn to_text(&self) -> String {
+        let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        self.checks.iter().fold(String::new(), |mut out, c| {
+            let _ = writeln!(out, "{} {:width$}  {}", c.status, c.name, c.details);
+            out
+        })
+    }
+
+    /// The report as one JSON object.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// 0 when nothing failed, 1 otherwise.
+    pub fn exit(&self) -> Exit {
+        if self.ok {
+            Exit::Ok
+        } else {
+            Exit::ChecksFailed
+        }
+    }
+}
+
+/// The checks could not be run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl ExitStatus for VerifyError {
+    fn exit(&self) -> Exit {
+        match self {
+            VerifyError::Db(err) => err.exit(),
+        }
+    }
+}
+
+/// Runs every check that applies.
+pub fn verify(options: &VerifyOptions) -> Result<Report, VerifyError> {
+    let mut client = db::connect(&options.db)?;
+    let mut checks = vec![check_schema(&mut client)?];
+    let schema_ok = checks[0].status == Status::Pass;
+    let mut tx = client
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .start()
+        .map_err(DbError::query("starting a read-only transaction"))?;
+    let mut wanted = vec!["loans", "gaps"];
+    if options.csv.is_some() {
+        wanted.push("csv");
+    }
+    wanted.push("snapshot");
+    if options.max_age.is_some() {
+        wanted.push("freshness");
+    }
+    for name in wanted {
+        if !schema_ok {
+            checks.push(Check::new(
+                name,
+                Status::Skip,
+                "not checked: the schema is not current",
+            ));
+            continue;
+        }
+        let check = match name {
+            "loans" => check_loans(&mut tx)?,
+            "gaps" => check_gaps(&mut tx, options.no_gaps)?,
+            "csv" => check_csv(&mut tx, options.csv.as_ref().expect("csv was asked for"))?,
+            "snapshot" => check_snapshot(&mut tx)?,
+            _ => check_freshness(&mut tx, options.max_age.expect("max-age was asked for"))?,
+        };
+        checks.push(check);
+    }
+    Ok(Report::from_checks(checks))
+}
+
+fn check_schema(client: &mut postgres::Client) -> Result<Check, DbError> {
+    let target = migrations::target_version();
+    Ok(match migrations::status(client) {
+        Ok(status) if status.pending.is_empty() => Check::new(
+            "schema",
+            Status::Pass,
+            format!("version {target}, as this binary expects"),
+        ),
+        Ok(status) => Check::new(
+            "schema",
+            Status::Fail,
+            format!(
+                "version {}, this binary expects {target}: {} migration(s) pending; loans-load or \
+                 loans-rollup applies them",
+                status.current_version(),
+                status.pending.len()
+            ),
+        ),
+        Err(migrations::MigrationError::Db(err)) => return Err(err),
+        Err(err) => Check::new("schema", Status::Fail, err.to_string()),
+    })
+}
+
+fn check_loans(tx: &mut Transaction<'_>) -> Result<Check, DbError> {
+    let row = tx
+        .query_one(
+            "SELECT count(*),
+                    count(DISTINCT date_of_repayment),
+                    count(*) FILTER (WHERE date_of_repayment IS NULL OR number_of_loans IS NULL
+                                        OR defaults IS NULL OR liquidations IS NULL),
+                    count(*) FILTER (WHERE number_of_loans < 0 OR defaults < 0 OR liquidations < 0),
+                    count(*) FILTER (WHERE defaults::bigint + liquidations > number_of_loans),
+                    min(date_of_repayment)::text,
+                    max(date_of_repayment)::text
+               FROM loans",
+            &[],
+        )
+        .map_err(DbError::query("checking loans"))?;
+    let (rows, dates, nulls, negative, too_many): (i64, i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let mut problems = vec![];
+    if rows == 0 {
+        problems.push("the table is empty".to_owned());
+    }
+    if nulls > 0 {
+        problems.push(format!("{nulls} rows with NULLs"));
+    }
+    if negative > 0 {
+        problems.push(format!("{negative} rows with negative counts"));
+    }
+    if too_many > 0 {
+        problems.push(format!(
+            "{too_many} rows where defaults + liquidations > number_of_loans"
+        ));
+    }
+    if dates != rows {
+        problems.push(format!("{} rows share a date with another", rows - dates));
+    }
+    Ok(if problems.is_empty() {
+        let (first, last): (String, String) = (row.get(5), row.get(6));
+        Check::new(
+            "loans",
+            Status::Pass,
+            format!("{rows} days from {first} to {last}; counts valid, one row per date"),
+        )
+    } else {
+        Check::new("loans", Status::Fail, problems.join("; "))
+    })
+}
+
+fn check_gaps(tx: &mut Transaction<'_>, no_gaps: bool) -> Result<Check, DbError> {
+    let rows = tx
+        .query(
+            "SELECT (prev + 1)::text, (date_of_repayment - 1)::text, date_of_repayment - prev - 1
+               FROM (SELECT date_of_repayment,
+                            lag(date_of_repayment) OVER (ORDER BY date_of_repayment) AS prev
+                       FROM loans) AS s
+              WHERE date_of_repayment - prev > 1
+              ORDER BY date_of_repayment",
+            &[],
+        )
+        .map_err(DbError::query("looking for calendar gaps in loans"))?;
+    if rows.is_empty() {
+        return Ok(Check::new(
+            "gaps",
+            Status::Pass,
+            "no calendar day is missing",
+        ));
+    }
+    let missing: i64 = rows.iter().map(|r| i64::from(r.get::<_, i32>(2))).sum();
+    let ranges: Vec<String> = rows
+        .iter()
+        .take(NAMED)
+        .map(|r| {
+            let (from, to): (String, String) = (r.get(0), r.get(1));
+            if from == to {
+                from
+            } else {
+                format!("{from}..{to}")
+            }
+        })
+        .collect();
+    let more = if rows.len() > NAMED {
+        format!(" and {} more", rows.len() - NAMED)
+    } else {
+        String::new()
+    };
+    let status = if no_gaps { Status::Fail } else { Status::Info };
+    Ok(Check::new(
+        "gaps",
+        status,
+        format!(
+            "{missing} calendar days missing in {} gap(s): {}{more}",
+            rows.len(),
+            ranges.join(", ")
+        ),
+    ))
+}
+
+fn check_csv(tx: &mut Transaction<'_>, source: &Source) -> Result<Check, DbError> {
+    let file = match read_all(source) {
+        Ok(rows) => rows,
+        Err(err) => {
+            let first = err
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            return Ok(Check::new(
+                "csv",
+                Status::Fail,
+                format!("cannot compare: {first}"),
+            ));
+        }
+    };
+    let mut table = tx
+        .query_raw(
+            "SELECT date_of_repayment, number_of_loans, defaults, liquidations
+               FROM loans ORDER BY date_of_repayment",
+            std::iter::empty::<i32>(),
+        )
+        .map_err(DbError::query("reading loans"))?;
+    let mut diff = Differences::default();
+    let mut file_rows = file.iter().peekable();
+    let mut next_table = || -> Result<Option<LoanRow>, DbError> {
+        Ok(table
+            .next()
+            .map_err(DbError::query("reading loans"))?
+            .map(|r| LoanRow {
+                date: r.get(0),
+                number_of_loans: r.get(1),
+                defaults: r.get(2),
+                liquidations: r.get(3),
+            }))
+    };
+    let mut in_table = next_table()?;
+    loop {
+        match (file_rows.peek(), in_table) {
+            (None, None) => break,
+            (Some(f), Some(t)) if f.date == t.date => {
+                if **f != t {
+                    diff.add(
+                        "differ",
+                        format!("{} (file {}, table {})", f.date, counts(f), counts(&t)),
+                    );
+                }
+                file_rows.next();
+                in_table = next_table()?;
+            }
+            (Some(f), t) if t.is_none_or(|t| f.date < t.date) => {
+                diff.add("missing from loans", f.date.to_string());
+                file_rows.next();
+            }
+            (_, Some(t)) => {
+                diff.add("in loans but not in the file", t.date.to_string());
+                in_table = next_table()?;
+            }
+            (Some(_), None) => unreachable!("covered by the arm above"),
+        }
+    }
+    let name = source.display_name();
+    Ok(if diff.is_empty() {
+        Check::new(
+            "csv",
+            Status::Pass,
+            format!("loans equals {name}: {} days", file.len()),
+        )
+    } else {
+        Check::new(
+            "csv",
+            Status::Fail,
+            format!("loans differs from {name}: {diff}"),
+        )
+    })
+}
+
+fn counts(row: &LoanRow) -> String {
+    format!(
+        "{}/{}/{}",
+        row.number_of_loans, row.defaults, row.liquidations
+    )
+}
+
+/// Every valid row of the file, sorted by date; the first problem if it is not a valid extract.
+fn read_all(source: &Source) -> Result<Vec<LoanRow>, input::InputError> {
+    let mut csv = input::open(source)?;
+    let mut rows = Vec::new();
+    while let Some(row) = csv.next_row()? {
+        match row {
+            Ok(row) => rows.push(row),
+            Err(bad) => {
+                return Err(csv.error(input::InputErrorKind::Rows {
+                    first: vec![bad],
+                    total: 1,
+                }));
+            }
+        }
+    }
+    rows.sort_by_key(|r| r.date);
+    Ok(rows)
+}
+
+/// Differences grouped by kind, the first few of each named.
+#[derive(Debug, Default)]
+struct Differences {
+    kinds: Vec<(&'static str, u64, Vec<String>)>,
+}
+
+impl Differences {
+    fn add(&mut self, kind: &'static str, item: String) {
+        let pos = if let Some(pos) = self.kinds.iter().position(|(k, _, _)| *k == kind) {
+            pos
+        } else {
+            self.kinds.push((kind, 0, Vec::new()));
+            self.kinds.len() - 1
+        };
+        let entry = &mut self.kinds[pos];
+        entry.1 += 1;
+        if entry.2.len() < NAMED {
+            entry.2.push(item);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.kinds.is_empty()
+    }
+}
+
+impl fmt::Display for Differences {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (kind, count, named)) in self.kinds.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{count} days {kind}: {}", named.join(", "))?;
+            if *count > named.len() as u64 {
+                write!(f, " and {} more", *count - named.len() as u64)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the rollup should hold for one day, computed here from `loans`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Expected {
+    pub date: NaiveDate,
+    pub ratio: Option<f64>,
+    pub rolling_avg: Option<f64>,
+    pub window_days: i32,
+}
+
+/// Recomputes the rollup day by day from rows in date order: the ratio of liquidations to
+/// defaults, and the mean of the ratios of the seven calendar days before.
+#[derive(Debug, Default)]
+pub struct Recompute {
+    /// Ratios of recent days, oldest first.
+    recent: VecDeque<(NaiveDate, f64)>,
+}
+
+impl Recompute {
+    /// The expected values for `row`, which must come after every row given before.
+    pub fn next(&mut self, row: &LoanRow) -> Expected {
+        let window_start = row.date - chrono::Days::new(7);
+        while self.recent.front().is_some_and(|(d, _)| *d < window_start) {
+            self.recent.pop_front();
+        }
+        let window_days = self.recent.len();
+        let rolling_avg = (window_days > 0)
+            .then(|| self.recent.iter().map(|(_, r)| r).sum::<f64>() / window_days as f64);
+        let ratio =
+            (row.defaults != 0).then(|| f64::from(row.liquidations) / f64::from(row.defaults));
+        if let Some(r) = ratio {
+            self.recent.push_back((row.date, r));
+        }
+        Expected {
+            date: row.date,
+            ratio,
+            rolling_avg,
+            window_days: window_days as i32,
+        }
+    }
+}
+
+/// Equal within [`TOLERANCE`], relative to the larger magnitude; both absent is equal.
+pub fn close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => (a - b).abs() <= TOLERANCE * a.abs().max(b.abs()),
+        _ => false,
+    }
+}
+
+fn show(value: Option<f64>) -> String {
+    value.map_or_else(|| "NULL".to_owned(), |v| format!("{v}"))
+}
+
+fn check_snapshot(tx: &mut Transaction<'_>) -> Result<Check, DbError> {
+    let newest = tx
+        .query_opt(
+            "SELECT id, to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+               FROM rollup_runs WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .map_err(DbError::query("finding the newest snapshot"))?;
+    let Some(newest) = newest else {
+        return Ok(Check::new(
+            "snapshot",
+            Status::Fail,
+            "no successful rollup run yet",
+        ));
+    };
+    let (run_id, finished): (i64, String) = (newest.get(0), newest.get(1));
+    let row = tx
+        .query_one(
+            "SELECT count(*), count(DISTINCT created_at)
+               FROM default_liquidation_rolling_avg_hist WHERE run_id = $1",
+            &[&run_id],
+        )
+        .map_err(DbError::query("reading the newest snapshot"))?;
+    let (rows, stamps): (i64, i64) = (row.get(0), row.get(1));
+    let mut diff = Differences::default();
+    if stamps > 1 {
+        diff.add(
+            "with another created_at",
+            format!("{stamps} distinct values"),
+        );
+    }
+    let days = compare_with_loans(tx, run_id, &mut diff)?;
+    Ok(if diff.is_empty() {
+        Check::new(
+            "snapshot",
+            Status::Pass,
+            format!(
+                "run {run_id} ({finished}): {rows} rows, one created_at, every value matches a \
+                 recomputation from loans ({days} days)"
+            ),
+        )
+    } else {
+        Check::new("snapshot", Status::Fail, format!("run {run_id}: {diff}"))
+    })
+}
+
+/// Walks `loans` and snapshot `run_id` side by side in date order, recomputing each day; returns
+/// how many days both have.
+fn compare_with_loans(
+    tx: &mut Transaction<'_>,
+    run_id: i64,
+    diff: &mut Differences,
+) -> Result<u64, DbError> {
+    let mut joined = tx
+        .query_raw(
+            "SELECT date_of_repayment,
+                    l.number_of_loans, l.defaults, l.liquidations,
+                    h.number_of_loans, h.defaults, h.liquidations,
+                    h.liquidation_to_default_ratio::text, h.ratio_rolling_avg_7d::text,
+                    h.rolling_window_days
+               FROM loans AS l
+               FULL JOIN (SELECT * FROM default_liquidation_rolling_avg_hist WHERE run_id = $1) AS h
+                         USING (date_of_repayment)
+              ORDER BY date_of_repayment",
+            [&run_id],
+        )
+        .map_err(DbError::query("comparing the snapshot with loans"))?;
+    let mut recompute = Recompute::default();
+    let mut days = 0u64;
+    while let Some(r) = joined
+        .next()
+        .map_err(DbError::query("comparing the snapshot with loans"))?
+    {
+        let date: NaiveDate = r.get(0);
+        // Every day of loans goes through the recomputation, so a day missing from the snapshot
+        // does not shift the windows of the days after it.
+        let source = r.get::<_, Option<i32>>(1).map(|number_of_loans| LoanRow {
+            date,
+            number_of_loans,
+            defaults: r.get(2),
+            liquidations: r.get(3),
+        });
+        let expected = source.as_ref().map(|row| recompute.next(row));
+        let written: Option<i32> = r.get(4);
+        let (Some(row), Some(expected), Some(snap_loans)) = (source, expected, written) else {
+            if written.is_none() {
+                diff.add("missing from the snapshot", date.to_string());
+            } else {
+                diff.add("in the snapshot but not in loans", date.to_string());
+            }
+            continue;
+        };
+        days += 1;
+        let snap_counts = (snap_loans, r.get::<_, i32>(5), r.get::<_, i32>(6));
+        if snap_counts != (row.number_of_loans, row.defaults, row.liquidations) {
+            diff.add("with other counts than loans", date.to_string());
+            continue;
+        }
+        let parse = |i: usize| {
+            r.get::<_, Option<String>>(i)
+                .and_then(|t| t.parse::<f64>().ok())
+        };
+        let (ratio, avg, window): (Option<f64>, Option<f64>, i32) = (parse(7), parse(8), r.get(9));
+        if !close(ratio, expected.ratio) {
+            diff.add(
+                "with another ratio",
+                format!("{date} ({} != {})", show(ratio), show(expected.ratio)),
+            );
+        }
+        if !close(avg, expected.rolling_avg) || window != expected.window_days {
+            diff.add(
+                "with another rolling average",
+                format!(
+                    "{date} ({} over {window} days != {} over {} days)",
+                    show(avg),
+                    show(expected.rolling_avg),
+                    expected.window_days
+                ),
+            );
+        }
+    }
+    Ok(days)
+}
+
+fn check_freshness(tx: &mut Transaction<'_>, max_age: Duration) -> Result<Check, DbError> {
+    let row = tx
+        .query_one(
+            "SELECT (SELECT extract(epoch FROM now() - finished_at)::float8
+                       FROM rollup_runs WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1),
+                    (SELECT id FROM rollup_runs WHERE status <> 'running' ORDER BY id DESC LIMIT 1),
+                    (SELECT status FROM rollup_runs WHERE status <> 'running' ORDER BY id DESC LIMIT 1),
+                    (SELECT error FROM rollup_runs WHERE status <> 'running' ORDER BY id DESC LIMIT 1)",
+            &[],
+        )
+        .map_err(DbError::query("checking the rollup's freshness"))?;
+    let age: Option<f64> = row.get(0);
+    let limit = format_duration(max_age);
+    let mut problems = vec![];
+    match age {
+        None => problems.push("no successful rollup run yet".to_owned()),
+        Some(age) if age > max_age.as_secs_f64() => problems.push(format!(
+            "the newest successful run finished {} ago, more than {limit}",
+            format_duration(Duration::from_secs_f64(age.max(0.0)))
+        )),
+        Some(_) => {}
+    }
+    if row.get::<_, Option<String>>(2).as_deref() == Some("failed") {
+        let id: i64 = row.get(1);
+        let error: Option<String> = row.get(3);
+        problems.push(format!(
+            "the latest run ({id}) failed: {}",
+            error.unwrap_or_default()
+        ));
+    }
+    Ok(if problems.is_empty() {
+        let age = age.unwrap_or_default();
+        Check::new(
+            "freshness",
+            Status::Pass,
+            format!(
+                "newest successful run finished {} ago (limit {limit}); the latest run did not fail",
+                format_duration(Duration::from_secs_f64(age.max(0.0)))
+            ),
+        )
+    } else {
+        Check::new("freshness", Status::Fail, problems.join("; "))
+    })
+}
+
+/// Parses `90s`, `5m`, `2h` or `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit; use s, m, h or d, as in 5m"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?}; use s, m, h or d"
+            ));
+        }
+    };
+    if number == 0 {
+        return Err("must be more than zero".to_owned());
+    }
+    Ok(Duration::from_secs(number * seconds))
+}
+
+/// `125s` -> `2m05s`, for messages.
+fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(date: &str, defaults: i32, liquidations: i32) -> LoanRow {
+        LoanRow {
+            date: date.parse().unwrap(),
+            number_of_loans: defaults + liquidations,
+            defaults,
+            liquidations,
+        }
+    }
+
+    fn run(rows: &[LoanRow]) -> Vec<(Option<f64>, Option<f64>, i32)> {
+        let mut r = Recompute::default();
+        rows.iter()
+            .map(|row| {
+                let e = r.next(row);
+                (e.ratio, e.rolling_avg, e.window_days)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn window_is_the_seven_calendar_days_before_and_skips_missing_ratios() {
+        // Worked by hand: ratios 4, NULL, 1.5, (Jan 4 missing), 2, ..., NULL, 1, 1, 2.5, 0.
+        let rows = [
+            day("2023-01-01", 2, 8),
+            day("2023-01-02", 0, 5),
+            day("2023-01-03", 4, 6),
+            day("2023-01-05", 3, 6),
+            day("2023-01-09", 0, 0),
+            day("2023-01-10", 1, 1),
+            day("2023-01-11", 2, 2),
+            day("2023-01-12", 2, 5),
+            day("2023-01-13", 3, 0),
+        ];
+        let got = run(&rows);
+        let want = [
+            (Some(4.0), None, 0),
+            (None, Some(4.0), 1),
+            (Some(1.5), Some(4.0), 1),
+            (Some(2.0), Some(2.75), 2),
+            (None, Some(1.75), 2),           // Jan 2..8: NULL, 1.5, 2
+            (Some(1.0), Some(1.75), 2),      // Jan 3..9: 1.5, 2, NULL
+            (Some(1.0), Some(1.5), 2),       // Jan 4..10: 2, NULL, 1
+            (Some(2.5), Some(4.0 / 3.0), 3), // Jan 5..11: 2, NULL, 1, 1
+            (Some(0.0), Some(1.5), 3),       // Jan 6..12: NULL, 1, 1, 2.5
+        ];
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                close(g.0, w.0) && close(g.1, w.1) && g.2 == w.2,
+                "{}: {g:?} != {w:?}",
+                rows[i].date
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_window_averages_exactly_seven_days() {
+        // Ratio k on day k: the mean of days k-7..k-1 is k-4.
+        let rows: Vec<LoanRow> = (1..=12)
+            .map(|k| day(&format!("2023-03-{k:02}"), 1, k))
+            .collect();
+        let got = run(&rows);
+        assert_eq!(got[7], (Some(8.0), Some(4.0), 7));
+        assert_eq!(got[11], (Some(12.0), Some(8.0), 7));
+    }
+
+    #[test]
+    fn all_zero_days_have_no_ratio_and_no_mean() {
+        let rows = [day("2023-01-01", 0, 0), day("2023-01-02", 0, 0)];
+        assert_eq!(run(&rows), [(None, None, 0), (None, None, 0)]);
+    }
+
+    #[test]
+    fn closeness_is_relative() {
+        assert!(close(Some(1e12), Some(1e12 + 1.0)));
+        assert!(!close(Some(1.0), Some(1.0 + 1e-6)));
+        assert!(close(Some(0.0), Some(0.0)));
+        assert!(!close(Some(0.0), None));
+    }
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert_eq!(format_duration(Duration::from_secs(125)), "2m05s");
+    }
+
+    #[test]
+    fn report_lines_and_json() {
+        let report = Report::from_checks(vec![
+            Check::new("schema", Status::Pass, "version 2"),
+            Check::new("gaps", Status::Info, "1 calendar days missing"),
+        ]);
+        assert!(report.ok);
+        assert_eq!(report.exit(), Exit::Ok);
+        assert_eq!(
+            report.to_text(),
+            "PASS schema  version 2\nINFO gaps    1 calendar days missing\n"
+        );
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["checks"][1]["status"], "info");
+        let failed = Report::from_checks(vec![Check::new("loans", Status::Fail, "empty")]);
+        assert_eq!(failed.exit(), Exit::ChecksFailed);
+    }
+}

@@ -1,0 +1,347 @@
+//! `loans-rollup`: one run of the per-minute job that writes a new timestamped snapshot of the
+//! liquidation-to-default ratio and its 7-day rolling mean.
+//!
+//! The definition is the SQL file `sql/rollup/rolling_avg_v1.sql`; this module only wraps it:
+//! take the run lock without waiting, record the run, write the snapshot and drop old ones in one
+//! transaction, and mark the run succeeded. A run that fails is marked failed with its error; a
+//! run that dies is marked abandoned by the next one. Either way the previous snapshot stays.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use postgres::Client;
+
+use crate::config::DbConfig;
+use crate::db::{self, DbError};
+use crate::exit::{Exit, ExitStatus};
+use crate::migrations::{self, LOCK_SPACE, MigrationError, ROLLUP_LOCK};
+
+/// The definition, as shipped. Its version is recorded with every run.
+pub const ROLLUP_SQL: &str = include_str!("../sql/rollup/rolling_avg_v1.sql");
+const ROLLUP_FILE_VERSION: &str = "v1";
+
+/// Cron starts a run a minute; one that takes longer than this is stuck, not slow.
+pub const STATEMENT_TIMEOUT: &str = "50s";
+
+/// Records the run before the work starts, and settles runs that died before finishing.
+const REGISTER_SQL: &str = "\
+WITH abandoned AS (
+    UPDATE rollup_runs
+       SET status = 'failed',
+           finished_at = now(),
+           error = 'abandoned: the run ended without finishing (killed, or its connection was lost)'
+     WHERE status = 'running'
+ RETURNING id
+)
+INSERT INTO rollup_runs (started_at, status, rollup_version)
+VALUES (now(), 'running', $1)
+RETURNING id, (SELECT count(*) FROM abandoned)";
+
+/// Writes the snapshot for run `$1`. Every row gets one `created_at`, later than the newest
+/// snapshot's even if the clock went back. The fingerprint is read in the same statement, so it
+/// describes exactly the rows the snapshot was made from.
+const SNAPSHOT_SQL: &str = concat!(
+    "\
+WITH stamp AS (
+    SELECT greatest(now(), (SELECT h.created_at + interval '1 microsecond'
+                              FROM default_liquidation_rolling_avg_hist AS h
+                             ORDER BY h.run_id DESC
+                             LIMIT 1)) AS created_at
+),
+written AS (
+    INSERT INTO default_liquidation_rolling_avg_hist
+           (run_id, created_at, date_of_repayment, number_of_loans, defaults, liquidations,
+            liquidation_to_default_ratio, ratio_rolling_avg_7d, rolling_window_days)
+    SELECT $1, stamp.created_at, r.date_of_repayment, r.number_of_loans, r.defaults,
+           r.liquidations, r.liquidation_to_default_ratio, r.ratio_rolling_avg_7d,
+           r.rolling_window_days
+      FROM stamp,
+           (
+",
+    include_str!("../sql/rollup/rolling_avg_v1.sql"),
+    "
+           ) AS r
+ RETURNING 1
+)
+SELECT (SELECT count(*) FROM written)::integer,
+       (SELECT encode(sha256(convert_to(coalesce(string_agg(
+                   concat_ws(',', date_of_repayment, number_of_loans, defaults, liquidations),
+                   E'\\n' ORDER BY date_of_repayment), ''), 'UTF8')), 'hex')
+          FROM loans)"
+);
+
+/// Keeps the newest `$2` snapshots (this run's included) and deletes older ones.
+const RETENTION_SQL: &str = "\
+WITH kept AS (
+    SELECT id
+      FROM rollup_runs
+     WHERE status = 'succeeded' OR id = $1
+     ORDER BY id DESC
+     LIMIT $2
+),
+dropped AS (
+    DELETE FROM default_liquidation_rolling_avg_hist
+     WHERE run_id < (SELECT min(id) FROM kept)
+ RETURNING run_id
+)
+SELECT (SELECT count(*) FROM kept), (SELECT count(DISTINCT run_id) FROM dropped)";
+
+/// Marks run `$1` succeeded and says how it compares with the previous successful run.
+const FINISH_SQL: &str = "\
+UPDATE rollup_runs AS r
+   SET status = 'succeeded',
+       finished_at = clock_timestamp(),
+       rows_written = $2,
+       source_fingerprint = $3
+ WHERE r.id = $1
+RETURNING (SELECT p.id FROM rollup_runs AS p
+            WHERE p.status = 'succeeded' AND p.id < $1
+            ORDER BY p.id DESC LIMIT 1),
+          (SELECT p.source_fingerprint = $3 AND p.rollup_version = r.rollup_version
+             FROM rollup_runs AS p
+            WHERE p.status = 'succeeded' AND p.id < $1
+            ORDER BY p.id DESC LIMIT 1)";
+
+const FAIL_SQL: &str = "\
+UPDATE rollup_runs
+   SET status = 'failed', finished_at = clock_timestamp(), error = $2
+ WHERE id = $1";
+
+/// The version recorded in `rollup_runs.rollup_version`: the file's version and the start of its
+/// SHA-256, so an edit that forgot to bump the version still shows.
+pub fn rollup_version() -> String {
+    let sha = migrations::sha256_hex(ROLLUP_SQL.replace("\r\n", "\n").as_bytes());
+    format!("{ROLLUP_FILE_VERSION}+sha256:{}", &sha[..12])
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RollupOptions {
+    pub db: DbConfig,
+    /// Snapshots to keep, this run's included; `None` keeps them all.
+    pub keep: Option<u32>,
+}
+
+/// A finished run, as its one log line tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    pub run_id: i64,
+    pub rows_written: i32,
+    /// Snapshots kept after retention; `None` when every snapshot is kept.
+    pub snapshots_kept: Option<i64>,
+    pub snapshots_dropped: i64,
+    /// The previous successful run, if any, and whether this run's result is the same as its.
+    pub previous: Option<(i64, bool)>,
+    /// Runs found still `running` from a process that died; now marked failed.
+    pub abandoned: i64,
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "run {} succeeded in {} ms: {} rows written, ",
+            self.run_id,
+            self.elapsed.as_millis(),
+            self.rows_written
+        )?;
+        match self.snapshots_kept {
+            Some(kept) => write!(
+                f,
+                "{kept} {} kept ({} dropped), ",
+                if kept == 1 { "snapshot" } else { "snapshots" },
+                self.snapshots_dropped
+            )?,
+            None => f.write_str("all snapshots kept, ")?,
+        }
+        match self.previous {
+            None => f.write_str("first snapshot")?,
+            Some((id, true)) => write!(f, "same result as run {id}")?,
+            Some((id, false)) => write!(f, "result differs from run {id}")?,
+        }
+        if self.abandoned > 0 {
+            write!(f, "; marked {} abandoned run(s) failed", self.abandoned)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a run did not produce a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum RollupError {
+    #[error(
+        "another loans-rollup run holds the lock; skipping this one (the next is a minute away)"
+    )]
+    Locked,
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    #[error("run {run_id} failed: {source}")]
+    Failed { run_id: i64, source: DbError },
+}
+
+impl ExitStatus for RollupError {
+    fn exit(&self) -> Exit {
+        match self {
+            RollupError::Locked => Exit::TempFail,
+            RollupError::Db(err) | RollupError::Failed { source: err, .. } => err.exit(),
+            RollupError::Migration(err) => err.exit(),
+        }
+    }
+}
+
+/// The statements a run sends, for `--dry-run`.
+pub fn dry_run_sql(keep: Option<u32>) -> String {
+    let keep = keep.map_or_else(|| "all (no retention)".to_owned(), |k| k.to_string());
+    format!(
+        "-- loans-rollup, rollup {version}\n\
+         -- 1. take advisory lock ({LOCK_SPACE}, {ROLLUP_LOCK}) without waiting; apply pending migrations\n\
+         -- 2. record the run ($1 = rollup version):\n{REGISTER_SQL};\n\n\
+         -- 3. in one transaction, write the snapshot ($1 = run id):\n{SNAPSHOT_SQL};\n\n\
+         -- 4. keep the newest snapshots ($1 = run id, $2 = {keep}):\n{RETENTION_SQL};\n\n\
+         -- 5. mark the run succeeded, then commit:\n{FINISH_SQL};\n",
+        version = rollup_version()
+    )
+}
+
+/// One run: lock, migrate, snapshot, retention, done.
+pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
+    let clock = Instant::now();
+    let mut db = options.db.clone();
+    db.set_server_option("statement_timeout", STATEMENT_TIMEOUT);
+    let mut client = db::connect(&db)?;
+    // The lock is the session's: it goes when the connection does, however the process ends.
+    let locked: bool = client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1, $2)",
+            &[&LOCK_SPACE, &ROLLUP_LOCK],
+        )
+        .map_err(DbError::query("trying the rollup lock"))?
+        .get(0);
+    if !locked {
+        return Err(RollupError::Locked);
+    }
+    migrations::migrate(&mut client)?;
+
+    let version = rollup_version();
+    let row = client
+        .query_one(REGISTER_SQL, &[&version])
+        .map_err(DbError::query("recording the run in rollup_runs"))?;
+    let (run_id, abandoned): (i64, i64) = (row.get(0), row.get(1));
+    match snapshot(&mut client, run_id, options.keep) {
+        Ok(report) => Ok(RunReport {
+            abandoned,
+            elapsed: clock.elapsed(),
+            ..report
+        }),
+        Err(source) => {
+            // The snapshot transaction rolled back; record why in a transaction of its own.
+            let error = source.to_string();
+            if let Err(err) = client.execute(FAIL_SQL, &[&run_id, &error]) {
+                log::warn!(
+                    "could not mark run {run_id} failed: {}; the next run will mark it abandoned",
+                    db::explain(&err)
+                );
+            }
+            Err(RollupError::Failed { run_id, source })
+        }
+    }
+}
+
+fn snapshot(client: &mut Client, run_id: i64, keep: Option<u32>) -> Result<RunReport, DbError> {
+    let mut tx = client
+        .transaction()
+        .map_err(DbError::query("starting the snapshot transaction"))?;
+    let row = tx
+        .query_one(SNAPSHOT_SQL, &[&run_id])
+        .map_err(DbError::query("writing the snapshot"))?;
+    let (rows_written, fingerprint): (i32, String) = (row.get(0), row.get(1));
+    let (snapshots_kept, snapshots_dropped) = match keep {
+        Some(keep) => {
+            let row = tx
+                .query_one(RETENTION_SQL, &[&run_id, &i64::from(keep)])
+                .map_err(DbError::query("dropping old snapshots"))?;
+            (Some(row.get::<_, i64>(0)), row.get::<_, i64>(1))
+        }
+        None => (None, 0),
+    };
+    let row = tx
+        .query_one(FINISH_SQL, &[&run_id, &rows_written, &fingerprint])
+        .map_err(DbError::query("marking the run succeeded"))?;
+    let previous = row
+        .get::<_, Option<i64>>(0)
+        .map(|id| (id, row.get::<_, Option<bool>>(1).unwrap_or(false)));
+    tx.commit()
+        .map_err(DbError::query("committing the snapshot"))?;
+    Ok(RunReport {
+        run_id,
+        rows_written,
+        snapshots_kept,
+        snapshots_dropped,
+        previous,
+        abandoned: 0,
+        elapsed: Duration::ZERO,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snapshot_statement_embeds_the_definition_file_verbatim() {
+        assert!(SNAPSHOT_SQL.contains(ROLLUP_SQL));
+        let on_disk = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/rollup/rolling_avg_v1.sql"),
+        )
+        .unwrap();
+        assert_eq!(on_disk, ROLLUP_SQL);
+        // The wrapper must not end inside a trailing comment of the file.
+        assert!(ROLLUP_SQL.ends_with('\n'));
+    }
+
+    #[test]
+    fn version_names_the_file_version_and_its_checksum() {
+        let version = rollup_version();
+        assert!(version.starts_with("v1+sha256:"), "{version}");
+        assert_eq!(version.len(), "v1+sha256:".len() + 12);
+    }
+
+    #[test]
+    fn report_reads_well_in_cron_log() {
+        let report = RunReport {
+            run_id: 42,
+            rows_written: 620,
+            snapshots_kept: Some(60),
+            snapshots_dropped: 1,
+            previous: Some((41, true)),
+            abandoned: 0,
+            elapsed: Duration::from_millis(14),
+        };
+        assert_eq!(
+            report.to_string(),
+            "run 42 succeeded in 14 ms: 620 rows written, 60 snapshots kept (1 dropped), same result as run 41"
+        );
+        let first = RunReport {
+            previous: None,
+            snapshots_kept: None,
+            abandoned: 1,
+            ..report
+        };
+        assert_eq!(
+            first.to_string(),
+            "run 42 succeeded in 14 ms: 620 rows written, all snapshots kept, first snapshot; marked 1 abandoned run(s) failed"
+        );
+    }
+
+    #[test]
+    fn dry_run_shows_every_statement() {
+        let text = dry_run_sql(Some(60));
+        for part in [REGISTER_SQL, SNAPSHOT_SQL, RETENTION_SQL, FINISH_SQL] {
+            assert!(text.contains(part));
+        }
+        assert!(text.contains("$2 = 60"));
+    }
+}

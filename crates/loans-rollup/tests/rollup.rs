@@ -1,0 +1,382 @@
+//! `loans-rollup` run as cron runs it, against a throwaway PostgreSQL cluster.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use loans_testkit::cluster::{TestDb, cluster, free_port};
+use loans_testkit::command::{Cmd, Output};
+use loans_testkit::repo_root;
+use loans_testkit::sample::Spec;
+
+const BIN: &str = env!("CARGO_BIN_EXE_loans-rollup");
+const HEADER: &str = "date_of_repayment,number_of_loans,defaults,liquidations\n";
+
+fn rollup(db: &TestDb) -> Cmd {
+    Cmd::new(BIN).arg("--database-url").arg(&db.url)
+}
+
+/// The newest snapshot through the analysts' view, values rounded to 10 places.
+fn view(db: &TestDb) -> Vec<String> {
+    db.rows(
+        "SELECT date_of_repayment, round(liquidation_to_default_ratio, 10),
+                round(ratio_rolling_avg_7d, 10), rolling_window_days
+           FROM default_liquidation_rolling_avg ORDER BY date_of_repayment",
+    )
+}
+
+fn row(date: &str, ratio: Option<f64>, avg: Option<f64>, days: i32) -> String {
+    let show = |v: Option<f64>| v.map_or_else(|| "NULL".to_owned(), |v| format!("{v:.10}"));
+    format!("{date}|{}|{}|{days}", show(ratio), show(avg))
+}
+
+#[test]
+fn the_definition_on_a_hand_made_table() {
+    let db = cluster().fresh_db();
+    // Zero defaults (Jan 2), a missing day (Jan 4), days with no window (Jan 6-8 missing),
+    // an all-zero day (Jan 9), and Jan 5 dropping out of the window on Jan 13.
+    db.load(&format!(
+        "{HEADER}2023-01-01,10,2,8\n2023-01-02,5,0,5\n2023-01-03,10,4,6\n2023-01-05,9,3,6\n\
+         2023-01-09,0,0,0\n2023-01-10,2,1,1\n2023-01-11,4,2,2\n2023-01-12,7,2,5\n2023-01-13,3,3,0\n"
+    ));
+    rollup(&db).expect(0);
+    // Worked by hand from the definition: the window of day d is d-7 .. d-1.
+    assert_eq!(
+        view(&db),
+        [
+            row("2023-01-01", Some(4.0), None, 0),
+            row("2023-01-02", None, Some(4.0), 1),
+            row("2023-01-03", Some(1.5), Some(4.0), 1),
+            row("2023-01-05", Some(2.0), Some(2.75), 2),
+            row("2023-01-09", None, Some(1.75), 2),
+            row("2023-01-10", Some(1.0), Some(1.75), 2),
+            row("2023-01-11", Some(1.0), Some(1.5), 2),
+            row("2023-01-12", Some(2.5), Some(4.0 / 3.0), 3),
+            row("2023-01-13", Some(0.0), Some(1.5), 3),
+        ]
+    );
+}
+
+#[test]
+fn a_full_window_is_seven_days_and_a_window_may_start_before_the_first_day() {
+    let db = cluster().fresh_db();
+    // Ratio k on day k: day k's window holds the ratios of days max(1, k-7) .. k-1.
+    let rows: String = (1..=10)
+        .map(|k| format!("2023-03-{k:02},{},1,{k}\n", k + 1))
+        .collect();
+    db.load(&format!("{HEADER}{rows}"));
+    rollup(&db).expect(0);
+    let got = view(&db);
+    assert_eq!(got[0], row("2023-03-01", Some(1.0), None, 0));
+    assert_eq!(got[1], row("2023-03-02", Some(2.0), Some(1.0), 1));
+    assert_eq!(got[3], row("2023-03-04", Some(4.0), Some(2.0), 3));
+    assert_eq!(got[7], row("2023-03-08", Some(8.0), Some(4.0), 7));
+    assert_eq!(got[9], row("2023-03-10", Some(10.0), Some(6.0), 7));
+}
+
+#[test]
+fn a_single_day_and_all_zero_days() {
+    let db = cluster().fresh_db();
+    db.load(&format!("{HEADER}2023-01-01,10,2,8\n"));
+    rollup(&db).expect(0);
+    assert_eq!(view(&db), [row("2023-01-01", Some(4.0), None, 0)]);
+
+    let db = cluster().fresh_db();
+    db.load(&format!(
+        "{HEADER}2023-01-01,0,0,0\n2023-01-02,5,0,0\n2023-01-03,0,0,0\n"
+    ));
+    rollup(&db).expect(0);
+    assert_eq!(
+        view(&db),
+        [
+            row("2023-01-01", None, None, 0),
+            row("2023-01-02", None, None, 0),
+            row("2023-01-03", None, None, 0)
+        ]
+    );
+}
+
+#[test]
+fn an_empty_loans_table_gives_an_empty_snapshot() {
+    let db = cluster().fresh_db();
+    let out = rollup(&db).expect(0);
+    out.assert_stderr_has("0 rows written");
+    assert!(view(&db).is_empty());
+    assert_eq!(
+        db.scalar("SELECT status FROM rollup_runs").unwrap(),
+        "succeeded"
+    );
+}
+
+#[test]
+fn each_run_is_one_snapshot_with_one_later_created_at_and_one_log_line() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    let mut outs = vec![];
+    for _ in 0..3 {
+        outs.push(rollup(&db).expect(0));
+    }
+    let stamps = db.rows(
+        "SELECT run_id, count(*), count(DISTINCT created_at) FROM default_liquidation_rolling_avg_hist
+          GROUP BY run_id ORDER BY run_id",
+    );
+    assert_eq!(stamps, ["1|620|1", "2|620|1", "3|620|1"]);
+    let increasing = db.scalar(
+        "SELECT bool_and(created_at > prev) FROM (SELECT created_at, lag(created_at) OVER (ORDER BY run_id) AS prev
+           FROM (SELECT DISTINCT run_id, created_at FROM default_liquidation_rolling_avg_hist) s) t WHERE prev IS NOT NULL",
+    );
+    assert_eq!(increasing.as_deref(), Some("true"));
+    assert_eq!(
+        db.scalar("SELECT max(run_id) FROM default_liquidation_rolling_avg")
+            .unwrap(),
+        "3"
+    );
+
+    // The version recorded is the file's, with a checksum computed here by sha256sum.
+    let file = repo_root().join("crates/loans-core/sql/rollup/rolling_avg_v1.sql");
+    let sha = Command::new("sha256sum").arg(&file).output().unwrap();
+    let sha = String::from_utf8_lossy(&sha.stdout)[..12].to_owned();
+    let runs = db.rows("SELECT status, rollup_version, rows_written, length(source_fingerprint) FROM rollup_runs ORDER BY id");
+    assert_eq!(runs, vec![format!("succeeded|v1+sha256:{sha}|620|64"); 3]);
+
+    // One line on stderr, stamped, saying what happened; nothing on stdout.
+    for (i, out) in outs.iter().enumerate() {
+        let lines: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| !l.contains("applied migration"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{out}");
+        let line = lines[0];
+        assert!(
+            line.starts_with("loans-rollup: 20") && line.contains("Z INFO run "),
+            "{out}"
+        );
+        assert!(line.contains(&format!("run {} succeeded", i + 1)), "{out}");
+        assert!(out.stdout.is_empty(), "{out}");
+    }
+    outs[0].assert_stderr_has("first snapshot");
+    outs[2].assert_stderr_has("same result as run 2");
+}
+
+#[test]
+fn the_log_says_when_the_result_changes() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    db.load(&Spec::sample().later(7).to_csv());
+    rollup(&db)
+        .expect(0)
+        .assert_stderr_has("result differs from run 1");
+}
+
+#[test]
+fn retention_keeps_the_newest_snapshots() {
+    let db = cluster().fresh_db();
+    db.load(&format!("{HEADER}2023-01-01,10,2,8\n2023-01-02,5,1,4\n"));
+    for _ in 0..5 {
+        rollup(&db).args(["--keep", "3"]).expect(0);
+    }
+    let kept =
+        db.rows("SELECT DISTINCT run_id FROM default_liquidation_rolling_avg_hist ORDER BY 1");
+    assert_eq!(kept, ["3", "4", "5"]);
+    rollup(&db)
+        .args(["--keep", "3"])
+        .expect(0)
+        .assert_stderr_has("3 snapshots kept (1 dropped)");
+    // --keep 0 keeps everything from here on.
+    for _ in 0..2 {
+        rollup(&db)
+            .args(["--keep", "0"])
+            .expect(0)
+            .assert_stderr_has("all snapshots kept");
+    }
+    assert_eq!(
+        db.scalar("SELECT count(DISTINCT run_id) FROM default_liquidation_rolling_avg_hist")
+            .unwrap(),
+        "5"
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM rollup_runs").unwrap(),
+        "8",
+        "run history is kept"
+    );
+}
+
+/// Starts a run that will block inside its snapshot transaction: the caller holds a lock on loans.
+fn start_blocked_run(db: &TestDb) -> Child {
+    let child = Command::new(BIN)
+        .args(["--database-url", &db.url])
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db.scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'loans-rollup' AND wait_event_type = 'Lock'",
+    ) != Some("1".into())
+    {
+        assert!(Instant::now() < deadline, "the run never reached its snapshot");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn wait_for_no_rollup_session(db: &TestDb) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'loans-rollup'")
+        != Some("0".into())
+    {
+        assert!(Instant::now() < deadline, "a rollup session did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_second_run_exits_75_at_once_while_the_first_is_in_its_transaction() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    let mut blocker = db.client();
+    let mut tx = blocker.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE loans IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let first = start_blocked_run(&db);
+
+    let second = rollup(&db).expect(75);
+    assert!(second.elapsed < Duration::from_secs(3), "{second}");
+    second.assert_stderr_has("WARN another loans-rollup run holds the lock");
+    assert_eq!(second.stderr.lines().count(), 1, "{second}");
+
+    tx.rollback().unwrap();
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        db.scalar("SELECT string_agg(status, ',' ORDER BY id) FROM rollup_runs")
+            .unwrap(),
+        "succeeded,succeeded"
+    );
+}
+
+#[test]
+fn a_run_killed_mid_transaction_leaves_the_previous_snapshot_and_is_marked_abandoned() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    let before = view(&db);
+    db.load(&Spec::sample().later(10).to_csv());
+
+    let mut blocker = db.client();
+    let mut tx = blocker.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE loans IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let mut run = start_blocked_run(&db);
+    run.kill().unwrap();
+    run.wait().unwrap();
+    // While the lock is held the view still answers, from the previous snapshot.
+    assert_eq!(view(&db), before);
+    tx.rollback().unwrap();
+    wait_for_no_rollup_session(&db);
+    assert_eq!(view(&db), before, "nothing of the killed run may show");
+    assert_eq!(
+        db.scalar("SELECT count(DISTINCT run_id) FROM default_liquidation_rolling_avg_hist")
+            .unwrap(),
+        "1"
+    );
+
+    let out = rollup(&db).expect(0);
+    out.assert_stderr_has("marked 1 abandoned run(s) failed");
+    assert_eq!(
+        db.rows("SELECT id, status, left(error, 9) FROM rollup_runs ORDER BY id"),
+        ["1|succeeded|NULL", "2|failed|abandoned", "3|succeeded|NULL"]
+    );
+    assert_eq!(view(&db).len(), 630);
+}
+
+#[test]
+fn a_failed_run_is_recorded_with_its_error_and_the_last_good_snapshot_stays() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    let before = view(&db);
+    db.execute(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+           $$BEGIN RAISE EXCEPTION 'disk on fire' USING HINT = 'call the operator'; END$$;
+         CREATE TRIGGER refuse BEFORE INSERT ON default_liquidation_rolling_avg_hist
+           FOR EACH ROW EXECUTE FUNCTION refuse();",
+    );
+    let out = rollup(&db).expect(70);
+    out.assert_stderr_has("run 2 failed: writing the snapshot: disk on fire (SQLSTATE P0001); HINT: call the operator");
+    assert_eq!(
+        out.stderr.lines().count(),
+        1,
+        "the error is printed once\n{out}"
+    );
+    assert_eq!(
+        db.scalar("SELECT status || ': ' || error FROM rollup_runs WHERE id = 2")
+            .unwrap(),
+        "failed: writing the snapshot: disk on fire (SQLSTATE P0001); HINT: call the operator"
+    );
+    assert_eq!(view(&db), before);
+    db.execute("DROP TRIGGER refuse ON default_liquidation_rolling_avg_hist");
+    rollup(&db).expect(0);
+    assert_eq!(
+        db.scalar("SELECT max(run_id) FROM default_liquidation_rolling_avg")
+            .unwrap(),
+        "3"
+    );
+}
+
+#[test]
+fn dry_run_prints_the_sql_without_connecting() {
+    let out = Cmd::new(BIN)
+        .args([
+            "--dry-run",
+            "--database-url",
+            &format!("postgresql://u@127.0.0.1:{}/none", free_port()),
+        ])
+        .expect(0);
+    let definition = std::fs::read_to_string(
+        repo_root().join("crates/loans-core/sql/rollup/rolling_avg_v1.sql"),
+    )
+    .unwrap();
+    assert!(out.stdout.contains(definition.trim()), "{out}");
+    assert!(
+        out.stdout
+            .contains("DELETE FROM default_liquidation_rolling_avg_hist"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("$2 = 60"), "{out}");
+}
+
+#[test]
+fn an_unreachable_database_is_status_69() {
+    let port = free_port();
+    let out = Cmd::new(BIN)
+        .args([
+            "--database-url",
+            &format!("postgresql://u:pw@127.0.0.1:{port}/x"),
+        ])
+        .expect(69);
+    out.assert_stderr_has(&format!("cannot connect to PostgreSQL at 127.0.0.1:{port}"));
+}
+
+#[test]
+fn help_lists_exit_statuses() {
+    let out: Output = Cmd::new(BIN).arg("--help").expect(0);
+    for needle in [
+        "Usage: loans-rollup",
+        "--keep <N>",
+        "[default: 60]",
+        "--dry-run",
+        "Examples:",
+        "75  another run holds the lock",
+    ] {
+        assert!(out.stdout.contains(needle), "{needle:?} missing\n{out}");
+    }
+}

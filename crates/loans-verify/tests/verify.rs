@@ -1,0 +1,311 @@
+//! `loans-verify` against a throwaway PostgreSQL cluster: it passes on good data and names what
+//! is wrong on bad data.
+
+use loans_core::rollup::{RollupOptions, run};
+use loans_testkit::cluster::{TestDb, cluster, free_port};
+use loans_testkit::command::{Cmd, Output};
+use loans_testkit::repo_root;
+use loans_testkit::sample::Spec;
+
+const BIN: &str = env!("CARGO_BIN_EXE_loans-verify");
+
+fn verify(db: &TestDb) -> Cmd {
+    Cmd::new(BIN).arg("--database-url").arg(&db.url)
+}
+
+/// One rollup run, in-process, with the real code.
+fn rollup(db: &TestDb) {
+    let db = loans_core::config::DbConfig::from_url(&db.url, "test").unwrap();
+    run(&RollupOptions { db, keep: Some(60) }).unwrap();
+}
+
+/// The sample loaded and rolled up.
+fn ready() -> TestDb {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db);
+    db
+}
+
+fn line<'a>(out: &'a Output, check: &str) -> &'a str {
+    out.stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(check))
+        .unwrap_or_else(|| panic!("no {check} line\n{out}"))
+}
+
+fn sample_csv() -> String {
+    repo_root().join("data/loans.csv").display().to_string()
+}
+
+#[test]
+fn everything_passes_on_the_loaded_sample() {
+    let db = ready();
+    let out = verify(&db)
+        .args(["--csv", &sample_csv(), "--max-age", "5m", "--no-gaps"])
+        .expect(0);
+    let names: Vec<&str> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["schema", "loans", "gaps", "csv", "snapshot", "freshness"]
+    );
+    assert!(out.stdout.lines().all(|l| l.starts_with("PASS ")), "{out}");
+    assert!(
+        line(&out, "snapshot")
+            .contains("every value matches a recomputation from loans (620 days)")
+    );
+}
+
+#[test]
+fn the_real_extract_passes_after_load_and_rollup() {
+    let Some(real) = loans_testkit::real_extract() else {
+        return;
+    };
+    let db = cluster().fresh_db();
+    db.load(&std::fs::read_to_string(&real).unwrap());
+    rollup(&db);
+    verify(&db)
+        .args(["--csv", &real.display().to_string()])
+        .expect(0);
+}
+
+#[test]
+fn json_output_carries_every_check() {
+    let db = ready();
+    let out = verify(&db).args(["--format", "json"]).expect(0);
+    let json: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    assert_eq!(json["ok"], true);
+    let checks = json["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 4);
+    assert!(
+        checks
+            .iter()
+            .all(|c| c["status"] == "pass" && c["details"].is_string()),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_tampered_snapshot_value_is_caught_and_its_day_named() {
+    let db = ready();
+    db.execute(
+        "UPDATE default_liquidation_rolling_avg_hist
+            SET ratio_rolling_avg_7d = ratio_rolling_avg_7d * 1.000001
+          WHERE date_of_repayment = '2022-03-15'",
+    );
+    let out = verify(&db).expect(1);
+    let snapshot = line(&out, "snapshot");
+    assert!(snapshot.starts_with("FAIL "), "{out}");
+    assert!(
+        snapshot.contains("1 days with another rolling average: 2022-03-15"),
+        "{out}"
+    );
+    assert!(line(&out, "loans").starts_with("PASS "), "{out}");
+}
+
+#[test]
+fn a_changed_ratio_and_a_second_created_at_are_caught() {
+    let db = ready();
+    db.execute(
+        "UPDATE default_liquidation_rolling_avg_hist
+            SET liquidation_to_default_ratio = liquidation_to_default_ratio + 1,
+                created_at = created_at + interval '1 second'
+          WHERE date_of_repayment = '2021-09-10'",
+    );
+    let out = verify(&db).expect(1);
+    let snapshot = line(&out, "snapshot");
+    assert!(snapshot.contains("with another ratio: 2021-09-10"), "{out}");
+    assert!(snapshot.contains("with another created_at"), "{out}");
+}
+
+#[test]
+fn a_day_missing_from_the_snapshot_is_named_alone() {
+    let db = ready();
+    db.execute(
+        "DELETE FROM default_liquidation_rolling_avg_hist WHERE date_of_repayment = '2022-03-15'",
+    );
+    let out = verify(&db).expect(1);
+    // Only that day: the days after it are still recomputed with its ratio in their windows.
+    assert_eq!(
+        line(&out, "snapshot").split_once(": ").unwrap().1,
+        "1 days missing from the snapshot: 2022-03-15",
+        "{out}"
+    );
+}
+
+#[test]
+fn loans_that_differ_from_the_csv_are_named() {
+    let db = ready();
+    db.execute(
+        "UPDATE loans SET defaults = defaults + 1, liquidations = liquidations - 1
+          WHERE date_of_repayment = '2022-01-05';
+         DELETE FROM loans WHERE date_of_repayment = '2022-02-01';",
+    );
+    let out = verify(&db).args(["--csv", &sample_csv()]).expect(1);
+    let csv = line(&out, "csv");
+    assert!(csv.starts_with("FAIL "), "{out}");
+    assert!(csv.contains("1 days differ: 2022-01-05 (file "), "{out}");
+    assert!(
+        csv.contains("1 days missing from loans: 2022-02-01"),
+        "{out}"
+    );
+    assert!(line(&out, "gaps").starts_with("INFO "), "{out}");
+}
+
+#[test]
+fn days_in_loans_but_not_in_the_csv_are_named() {
+    let db = ready();
+    let shorter = std::env::temp_dir().join(format!("verify-short-{}.csv", std::process::id()));
+    std::fs::write(
+        &shorter,
+        Spec {
+            days: 610,
+            ..Spec::sample()
+        }
+        .to_csv(),
+    )
+    .unwrap();
+    let out = verify(&db)
+        .args(["--csv", &shorter.display().to_string()])
+        .expect(1);
+    assert!(
+        line(&out, "csv").contains("10 days in loans but not in the file: 2023-04-30, "),
+        "{out}"
+    );
+    let _ = std::fs::remove_file(shorter);
+}
+
+#[test]
+fn gaps_are_information_unless_no_gaps_is_given() {
+    let db = cluster().fresh_db();
+    let mut text = Spec::sample().to_csv();
+    for date in ["2022-01-05", "2022-01-06", "2022-06-01"] {
+        let start = text.find(date).unwrap();
+        let end = start + text[start..].find('\n').unwrap() + 1;
+        text.replace_range(start..end, "");
+    }
+    db.load(&text);
+    rollup(&db);
+    let out = verify(&db).expect(0);
+    assert_eq!(
+        line(&out, "gaps"),
+        "INFO gaps      3 calendar days missing in 2 gap(s): 2022-01-05..2022-01-06, 2022-06-01"
+    );
+    let out = verify(&db).arg("--no-gaps").expect(1);
+    assert!(line(&out, "gaps").starts_with("FAIL "), "{out}");
+}
+
+#[test]
+fn a_stale_or_failing_rollup_fails_max_age() {
+    let db = ready();
+    db.execute("UPDATE rollup_runs SET finished_at = now() - interval '1 hour'");
+    let out = verify(&db).args(["--max-age", "5m"]).expect(1);
+    assert!(
+        line(&out, "freshness").contains("finished 1h00m ago, more than 5m00s"),
+        "{out}"
+    );
+
+    let db = ready();
+    db.execute(
+        "INSERT INTO rollup_runs (started_at, finished_at, status, rollup_version, error)
+         VALUES (now(), now(), 'failed', 'v1', 'writing the snapshot: disk on fire')",
+    );
+    let out = verify(&db).args(["--max-age", "5m"]).expect(1);
+    assert!(
+        line(&out, "freshness")
+            .contains("the latest run (2) failed: writing the snapshot: disk on fire"),
+        "{out}"
+    );
+}
+
+#[test]
+fn no_rollup_yet_fails_the_snapshot_check() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    let out = verify(&db).expect(1);
+    assert_eq!(
+        line(&out, "snapshot"),
+        "FAIL snapshot  no successful rollup run yet"
+    );
+}
+
+#[test]
+fn a_schema_that_is_behind_is_reported_and_never_migrated() {
+    let db = cluster().fresh_db();
+    let out = verify(&db).expect(1);
+    assert!(
+        line(&out, "schema").starts_with("FAIL schema    version 0, this binary expects"),
+        "{out}"
+    );
+    assert!(line(&out, "loans").starts_with("SKIP "), "{out}");
+    assert_eq!(
+        db.scalar("SELECT to_regclass('schema_migrations') IS NULL")
+            .unwrap(),
+        "true",
+        "verify wrote"
+    );
+
+    let db = ready();
+    db.execute("DELETE FROM schema_migrations WHERE version = 2");
+    let out = verify(&db).expect(1);
+    assert!(
+        line(&out, "schema").contains("version 1, this binary expects 2: 1 migration(s) pending"),
+        "{out}"
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM schema_migrations").unwrap(),
+        "1"
+    );
+}
+
+#[test]
+fn it_works_on_a_read_only_database() {
+    let db = ready();
+    db.execute(&format!(
+        "ALTER DATABASE {} SET default_transaction_read_only = on",
+        db.name
+    ));
+    verify(&db)
+        .args(["--csv", &sample_csv(), "--max-age", "1h"])
+        .expect(0);
+}
+
+#[test]
+fn an_unreachable_database_is_status_69() {
+    let port = free_port();
+    let out = Cmd::new(BIN)
+        .args([
+            "--database-url",
+            &format!("postgresql://u@127.0.0.1:{port}/x"),
+        ])
+        .expect(69);
+    out.assert_stderr_has(&format!("cannot connect to PostgreSQL at 127.0.0.1:{port}"));
+    assert!(out.stdout.is_empty(), "{out}");
+}
+
+#[test]
+fn a_bad_max_age_is_a_usage_error() {
+    let out = Cmd::new(BIN).args(["--max-age", "5"]).expect(2);
+    out.assert_stderr_has("has no unit");
+}
+
+#[test]
+fn help_lists_the_checks_and_exit_statuses() {
+    let out = Cmd::new(BIN).arg("--help").expect(0);
+    for needle in [
+        "Usage: loans-verify",
+        "--csv <FILE>",
+        "--max-age <DURATION>",
+        "--format <FORMAT>",
+        "freshness",
+        "Examples:",
+        "1   one or more checks failed",
+    ] {
+        assert!(out.stdout.contains(needle), "{needle:?} missing\n{out}");
+    }
+}
