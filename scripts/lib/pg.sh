@@ -1,7 +1,10 @@
 # shellcheck shell=bash
 # Helpers for scripts that need a private PostgreSQL cluster: source this file, then
 #   pg_ensure_installed            install PostgreSQL's server programs if they are missing
-#   pg_start DIR [SETTING...]      initdb + start a cluster in DIR on a free port; sets PG_PORT
+#   pg_start DIR [SETTING...]      initdb (unless DIR has a cluster already) and start it; sets PG_PORT. The port is
+#                                  PG_PORT_WANTED if set, else a free one. With PG_PASSWORD set,
+#                                  TCP connections need it (scram-sha-256) and it is the
+#                                  superuser's; otherwise trust. fsync is off unless PG_DURABLE=1.
 #   pg_stop DIR                    stop it (the folder is left for the caller to remove)
 #   pg_psql DIR DB -c SQL          psql as the superuser over the cluster's socket
 # initdb and postgres refuse to run as root, so as root they run as the `postgres` user.
@@ -66,15 +69,27 @@ pg_start() {
     chown postgres:postgres "$dir"
     chmod o+x "$(dirname "$dir")"
   fi
-  pg_as_owner "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C \
-    --no-sync >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; return 1; }
-  local settings="-c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
-  settings+=" -c full_page_writes=off"
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    local auth=(-A trust)
+    if [ -n "${PG_PASSWORD:-}" ]; then
+      printf '%s\n' "$PG_PASSWORD" >"$dir/pwfile"
+      [ "$(id -u)" != 0 ] || chown postgres "$dir/pwfile"
+      auth=(--auth-local=trust --auth-host=scram-sha-256 --pwfile="$dir/pwfile")
+    fi
+    pg_as_owner "$bin/initdb" -D "$dir/data" -U postgres "${auth[@]}" -E UTF8 --locale=C \
+      --no-sync >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; return 1; }
+    rm -f "$dir/pwfile"
+  fi
+  local settings="-c listen_addresses=127.0.0.1"
+  # Throwaway clusters need no durability; PG_DURABLE=1 keeps PostgreSQL's safe defaults.
+  if [ -z "${PG_DURABLE:-}" ]; then
+    settings+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  fi
   local extra
   for extra in "$@"; do settings+=" -c $extra"; done
   local attempt
   for attempt in 1 2 3 4 5; do
-    PG_PORT=$(pg_free_port)
+    PG_PORT=${PG_PORT_WANTED:-$(pg_free_port)}
     if pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
       -o "-p $PG_PORT -k $dir $settings" start >/dev/null 2>&1; then
       export PG_PORT

@@ -230,10 +230,9 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
         .query_one(REGISTER_SQL, &[&version])
         .map_err(DbError::query("recording the run in rollup_runs"))?;
     let (run_id, abandoned): (i64, i64) = (row.get(0), row.get(1));
-    match snapshot(&mut client, run_id, options.keep) {
+    let result = match snapshot(&mut client, run_id, options.keep) {
         Ok(report) => Ok(RunReport {
             abandoned,
-            elapsed: clock.elapsed(),
             ..report
         }),
         Err(source) => {
@@ -247,7 +246,19 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
             }
             Err(RollupError::Failed { run_id, source })
         }
+    };
+    // The lock would go with the session anyway, but a server takes a moment to end a session
+    // after its client has gone: a run started right after this one could find it still held.
+    if let Err(err) = client.execute(
+        "SELECT pg_advisory_unlock($1, $2)",
+        &[&LOCK_SPACE, &ROLLUP_LOCK],
+    ) {
+        log::debug!("releasing the rollup lock: {}", db::explain(&err));
     }
+    result.map(|report| RunReport {
+        elapsed: clock.elapsed(),
+        ..report
+    })
 }
 
 fn snapshot(client: &mut Client, run_id: i64, keep: Option<u32>) -> Result<RunReport, DbError> {

@@ -45,7 +45,12 @@ Examples:
           after_help = format!("{AFTER_HELP}\n\n{EXIT_CODES_HELP}"))]
 struct Cli {
     /// Snapshots to keep, this run's included; older ones are deleted. 0 keeps them all.
-    #[arg(long, value_name = "N", default_value_t = 60)]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "LOANS_ROLLUP_KEEP",
+        default_value_t = 60
+    )]
     keep: u32,
 
     /// Print the SQL a run would send and exit, without connecting or writing.

@@ -18,6 +18,7 @@ const DB_VARS: &[&str] = &[
     "PGCONNECT_TIMEOUT",
     "PGSERVICE",
     "RUST_LOG",
+    "LOANS_ROLLUP_KEEP",
 ];
 
 /// A command to run, built up like `std::process::Command` but keeping what it needs to

