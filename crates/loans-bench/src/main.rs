@@ -15,6 +15,7 @@ use clap::Parser;
 use loans_core::rollup::ROLLUP_SQL;
 use loans_testkit::sample::Spec;
 use measure::{Sample, Stats, ms, time_it, timed, timed_with_rss};
+use postgres::types::Type;
 use postgres::{Client, NoTls};
 use serde::Serialize;
 
@@ -116,6 +117,7 @@ struct GrowthResult {
     ratio: f64,
     rows_after_keep_runs: i64,
     bytes_after_keep_runs: i64,
+    bytes_after_half: i64,
     rows_after: i64,
     bytes_after: i64,
     dead_rows_after: i64,
@@ -315,7 +317,8 @@ impl Bench {
                      liquidation_to_default_ratio, ratio_rolling_avg_7d, rolling_window_days)
              SELECT $1, now(), r.* FROM (\n{ROLLUP_SQL}\n) AS r"
         );
-        let delete = "DELETE FROM default_liquidation_rolling_avg_hist WHERE run_id < $1";
+        // The oldest snapshot, named by its run: the least work a retention delete can be.
+        let delete = "DELETE FROM default_liquidation_rolling_avg_hist WHERE run_id = $1";
         let mut results = vec![];
         for &days in &self.plan.rollup_days {
             let url = self.rollup_db(days, keep);
@@ -329,24 +332,25 @@ impl Bench {
 
                 // The floor's snapshot gets a run of its own, made outside the timing, so that
                 // retention treats it like any other.
-                let (run_id, cutoff) = floor_run(&mut open, keep);
+                let (run_id, oldest) = floor_run(&mut open);
                 stmts.push(time_it(|| {
                     let mut tx = open.transaction().expect("begin");
-                    tx.execute(insert.as_str(), &[&run_id])
+                    // One round trip each, as cheap as the protocol allows.
+                    tx.query_typed(insert.as_str(), &[(&run_id, Type::INT8)])
                         .expect("insert the snapshot");
-                    tx.execute(delete, &[&cutoff])
+                    tx.query_typed(delete, &[(&oldest, Type::INT8)])
                         .expect("delete old snapshots");
                     tx.commit().expect("commit");
                 }));
 
-                let (run_id, cutoff) = floor_run(&mut open, keep);
+                let (run_id, oldest) = floor_run(&mut open);
                 let file = self.args.work.join("floor.sql");
                 fs::write(
                     &file,
                     format!(
                         "{};\n{};\n",
                         insert.replace("$1", &run_id.to_string()),
-                        delete.replace("$1", &cutoff.to_string())
+                        delete.replace("$1", &oldest.to_string())
                     ),
                 )
                 .expect("write the floor's SQL");
@@ -391,11 +395,14 @@ impl Bench {
             (row.get(0), row.get(1), row.get(2))
         };
         let mut times = Vec::with_capacity(self.plan.growth_runs);
-        let mut at_keep = (0, 0, 0);
-        for i in 0..self.plan.growth_runs {
+        let (mut at_keep, mut at_half) = ((0, 0, 0), (0, 0, 0));
+        for i in 1..=self.plan.growth_runs {
             times.push(timed(&mut self.tool("loans-rollup", &url)).secs * 1e3);
-            if i + 1 == keep as usize {
+            if i == keep as usize {
                 at_keep = size(&mut client);
+            }
+            if i == self.plan.growth_runs / 2 {
+                at_half = size(&mut client);
             }
         }
         let (rows_after, bytes_after, dead_rows_after) = size(&mut client);
@@ -416,6 +423,7 @@ impl Bench {
             ratio: last / first,
             rows_after_keep_runs: at_keep.0,
             bytes_after_keep_runs: at_keep.1,
+            bytes_after_half: at_half.1,
             rows_after,
             bytes_after,
             dead_rows_after,
@@ -447,9 +455,9 @@ impl Bench {
     }
 }
 
-/// Records a succeeded run for the floor's snapshot and returns its id and the retention cutoff
-/// that keeps `keep` snapshots with it.
-fn floor_run(client: &mut Client, keep: u32) -> (i64, i64) {
+/// Records a succeeded run for the floor's snapshot and returns its id and the oldest run that
+/// has a snapshot: the one retention drops to keep the count steady.
+fn floor_run(client: &mut Client) -> (i64, i64) {
     let run_id: i64 = client
         .query_one(
             "INSERT INTO rollup_runs (started_at, finished_at, status, rollup_version)
@@ -458,15 +466,14 @@ fn floor_run(client: &mut Client, keep: u32) -> (i64, i64) {
         )
         .expect("record the floor's run")
         .get(0);
-    let cutoff: i64 = client
+    let oldest: i64 = client
         .query_one(
-            "SELECT min(id) FROM (SELECT id FROM rollup_runs WHERE status = 'succeeded'
-                                   ORDER BY id DESC LIMIT $1) AS k",
-            &[&i64::from(keep)],
+            "SELECT run_id FROM default_liquidation_rolling_avg_hist ORDER BY run_id LIMIT 1",
+            &[],
         )
-        .expect("find the cutoff")
+        .expect("find the oldest snapshot")
         .get(0);
-    (run_id, cutoff)
+    (run_id, oldest)
 }
 
 fn machine(args: &Args, cluster: &Cluster) -> Machine {
@@ -555,8 +562,8 @@ fn markdown(r: &Results) -> String {
     let _ = writeln!(
         out,
         "\nGrowth: {} consecutive runs at --keep {}: median of the first 100 {}, of the last 100 {} \
-         ({:.2}x). Snapshot table after {} runs: {} rows, {:.1} MiB; after all runs: {} rows \
-         ({} dead), {:.1} MiB.",
+         ({:.2}x). Snapshot table after {} runs: {} rows, {:.1} MiB; after {} runs: {:.1} MiB; \
+         after all runs: {} rows ({} dead), {:.1} MiB.",
         g.runs,
         g.keep,
         ms(g.first_100_median_ms),
@@ -565,6 +572,8 @@ fn markdown(r: &Results) -> String {
         g.keep,
         g.rows_after_keep_runs,
         g.bytes_after_keep_runs as f64 / 1_048_576.0,
+        g.runs / 2,
+        g.bytes_after_half as f64 / 1_048_576.0,
         g.rows_after,
         g.dead_rows_after,
         g.bytes_after as f64 / 1_048_576.0

@@ -158,7 +158,7 @@ fn compare(applied: Vec<Applied>) -> Result<SchemaStatus, MigrationError> {
 
 fn read_applied(client: &mut Client) -> Result<Vec<Applied>, DbError> {
     // One round trip in the common case; a missing table means a new database.
-    let rows = client.query(
+    let rows = client.query_typed(
         "SELECT version, name, checksum FROM schema_migrations ORDER BY version",
         &[],
     );

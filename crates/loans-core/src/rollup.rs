@@ -10,6 +10,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use postgres::Client;
+use postgres::types::Type;
 
 use crate::config::DbConfig;
 use crate::db::{self, DbError};
@@ -23,7 +24,11 @@ const ROLLUP_FILE_VERSION: &str = "v1";
 /// Cron starts a run a minute; one that takes longer than this is stuck, not slow.
 pub const STATEMENT_TIMEOUT: &str = "50s";
 
-/// Records the run before the work starts, and settles runs that died before finishing.
+/// Records the run before the work starts, settles runs that died before finishing, and works
+/// out which snapshots retention will drop once this run succeeds: this run and the newest
+/// `$2 - 1` succeeded runs are kept (`$2` NULL keeps all); the runs to drop are the older
+/// succeeded runs that still have rows, bounded below by the oldest `run_id` in the table (one
+/// step down its primary key). Usually that is one run.
 const REGISTER_SQL: &str = "\
 WITH abandoned AS (
     UPDATE rollup_runs
@@ -32,14 +37,43 @@ WITH abandoned AS (
            error = 'abandoned: the run ended without finishing (killed, or its connection was lost)'
      WHERE status = 'running'
  RETURNING id
+),
+run AS (
+    INSERT INTO rollup_runs (started_at, status, rollup_version)
+    VALUES (now(), 'running', $1)
+ RETURNING id
+),
+kept AS (
+    SELECT id
+      FROM rollup_runs
+     WHERE status = 'succeeded'
+     ORDER BY id DESC
+     LIMIT $2 - 1
 )
-INSERT INTO rollup_runs (started_at, status, rollup_version)
-VALUES (now(), 'running', $1)
-RETURNING id, (SELECT count(*) FROM abandoned)";
+SELECT run.id,
+       (SELECT count(*) FROM abandoned),
+       (SELECT count(*) FROM kept) + 1,
+       ARRAY(SELECT r.id
+               FROM rollup_runs AS r
+              WHERE $2 IS NOT NULL
+                AND r.status = 'succeeded'
+                AND r.id < coalesce((SELECT min(id) FROM kept), run.id)
+                AND r.id >= (SELECT h.run_id
+                               FROM default_liquidation_rolling_avg_hist AS h
+                              ORDER BY h.run_id
+                              LIMIT 1)
+              ORDER BY r.id)
+  FROM run";
 
-/// Writes the snapshot for run `$1`. Every row gets one `created_at`, later than the newest
-/// snapshot's even if the clock went back. The fingerprint is read in the same statement, so it
-/// describes exactly the rows the snapshot was made from.
+/// The run's work, as one statement in one transaction: write the snapshot for run `$1`,
+/// delete the snapshots of the runs `$2`, and mark the run succeeded, returning the previous
+/// successful run and whether its result was the same.
+///
+/// Every row of the snapshot gets one `created_at`, later than the newest snapshot's even if the
+/// clock went back. The fingerprint of `loans` is read by the same statement, so it describes
+/// exactly the rows the snapshot was made from. Retention names the runs to drop rather than
+/// `run_id < cutoff`: with ids that grow every minute the table's statistics are always behind,
+/// and a range made the planner scan every snapshot instead of walking the primary key.
 const SNAPSHOT_SQL: &str = concat!(
     "\
 WITH stamp AS (
@@ -62,45 +96,41 @@ written AS (
     "
            ) AS r
  RETURNING 1
-)
-SELECT (SELECT count(*) FROM written)::integer,
-       (SELECT encode(sha256(convert_to(coalesce(string_agg(
-                   concat_ws(',', date_of_repayment, number_of_loans, defaults, liquidations),
-                   E'\\n' ORDER BY date_of_repayment), ''), 'UTF8')), 'hex')
-          FROM loans)"
-);
-
-/// Keeps the newest `$2` snapshots (this run's included) and deletes older ones.
-const RETENTION_SQL: &str = "\
-WITH kept AS (
-    SELECT id
-      FROM rollup_runs
-     WHERE status = 'succeeded' OR id = $1
-     ORDER BY id DESC
-     LIMIT $2
 ),
 dropped AS (
     DELETE FROM default_liquidation_rolling_avg_hist
-     WHERE run_id < (SELECT min(id) FROM kept)
- RETURNING run_id
+     WHERE run_id = ANY ($2)
+ RETURNING 1
+),
+source AS (
+    SELECT encode(sha256(convert_to(coalesce(string_agg(
+               concat_ws(',', date_of_repayment, number_of_loans, defaults, liquidations),
+               E'\\n' ORDER BY date_of_repayment), ''), 'UTF8')), 'hex') AS fingerprint
+      FROM loans
+),
+previous AS (
+    SELECT p.id, p.source_fingerprint, p.rollup_version
+      FROM rollup_runs AS p
+     WHERE p.status = 'succeeded' AND p.id < $1
+     ORDER BY p.id DESC
+     LIMIT 1
+),
+finished AS (
+    UPDATE rollup_runs AS r
+       SET status = 'succeeded',
+           finished_at = clock_timestamp(),
+           rows_written = (SELECT count(*) FROM written),
+           source_fingerprint = (SELECT fingerprint FROM source)
+     WHERE r.id = $1
+ RETURNING r.rows_written, r.source_fingerprint, r.rollup_version
 )
-SELECT (SELECT count(*) FROM kept), (SELECT count(DISTINCT run_id) FROM dropped)";
-
-/// Marks run `$1` succeeded and says how it compares with the previous successful run.
-const FINISH_SQL: &str = "\
-UPDATE rollup_runs AS r
-   SET status = 'succeeded',
-       finished_at = clock_timestamp(),
-       rows_written = $2,
-       source_fingerprint = $3
- WHERE r.id = $1
-RETURNING (SELECT p.id FROM rollup_runs AS p
-            WHERE p.status = 'succeeded' AND p.id < $1
-            ORDER BY p.id DESC LIMIT 1),
-          (SELECT p.source_fingerprint = $3 AND p.rollup_version = r.rollup_version
-             FROM rollup_runs AS p
-            WHERE p.status = 'succeeded' AND p.id < $1
-            ORDER BY p.id DESC LIMIT 1)";
+SELECT f.rows_written,
+       (SELECT count(*) FROM dropped) > 0,
+       p.id,
+       p.source_fingerprint = f.source_fingerprint AND p.rollup_version = f.rollup_version
+  FROM finished AS f
+  LEFT JOIN previous AS p ON true"
+);
 
 const FAIL_SQL: &str = "\
 UPDATE rollup_runs
@@ -194,19 +224,21 @@ impl ExitStatus for RollupError {
 
 /// The statements a run sends, for `--dry-run`.
 pub fn dry_run_sql(keep: Option<u32>) -> String {
-    let keep = keep.map_or_else(|| "all (no retention)".to_owned(), |k| k.to_string());
+    let keep = keep.map_or_else(|| "NULL, keep all".to_owned(), |k| k.to_string());
     format!(
         "-- loans-rollup, rollup {version}\n\
          -- 1. take advisory lock ({LOCK_SPACE}, {ROLLUP_LOCK}) without waiting; apply pending migrations\n\
-         -- 2. record the run ($1 = rollup version):\n{REGISTER_SQL};\n\n\
-         -- 3. in one transaction, write the snapshot ($1 = run id):\n{SNAPSHOT_SQL};\n\n\
-         -- 4. keep the newest snapshots ($1 = run id, $2 = {keep}):\n{RETENTION_SQL};\n\n\
-         -- 5. mark the run succeeded, then commit:\n{FINISH_SQL};\n",
+         -- 2. record the run and plan retention ($1 = rollup version, $2 = {keep}):\n{REGISTER_SQL};\n\n\
+         -- 3. the run's work, one statement in one transaction ($1 = run id, $2 = the runs\n\
+         --    whose snapshots retention drops, from the statement above):\n{SNAPSHOT_SQL};\n\n\
+         -- 4. release the lock\n",
         version = rollup_version()
     )
 }
 
-/// One run: lock, migrate, snapshot, retention, done.
+/// One run: lock, migrate, snapshot, retention, done. Statements go out with their parameter
+/// types (`query_typed`), so each costs one round trip instead of a prepare, an execute and a
+/// close: at one run a minute the run is mostly round trips and process start.
 pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
     let clock = Instant::now();
     let mut db = options.db.clone();
@@ -214,9 +246,9 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
     let mut client = db::connect(&db)?;
     // The lock is the session's: it goes when the connection does, however the process ends.
     let locked: bool = client
-        .query_one(
+        .query_typed_one(
             "SELECT pg_try_advisory_lock($1, $2)",
-            &[&LOCK_SPACE, &ROLLUP_LOCK],
+            &[(&LOCK_SPACE, Type::INT4), (&ROLLUP_LOCK, Type::INT4)],
         )
         .map_err(DbError::query("trying the rollup lock"))?
         .get(0);
@@ -226,19 +258,28 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
     migrations::migrate(&mut client)?;
 
     let version = rollup_version();
+    let keep = options.keep.map(i64::from);
     let row = client
-        .query_one(REGISTER_SQL, &[&version])
+        .query_typed_one(REGISTER_SQL, &[(&version, Type::TEXT), (&keep, Type::INT8)])
         .map_err(DbError::query("recording the run in rollup_runs"))?;
-    let (run_id, abandoned): (i64, i64) = (row.get(0), row.get(1));
-    let result = match snapshot(&mut client, run_id, options.keep) {
-        Ok(report) => Ok(RunReport {
+    let (run_id, abandoned, kept, drop): (i64, i64, i64, Vec<i64>) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let result = match snapshot(&mut client, run_id, &drop) {
+        Ok((rows_written, previous)) => Ok(RunReport {
+            run_id,
+            rows_written,
+            snapshots_kept: options.keep.map(|_| kept),
+            snapshots_dropped: drop.len() as i64,
+            previous,
             abandoned,
-            ..report
+            elapsed: clock.elapsed(),
         }),
         Err(source) => {
-            // The snapshot transaction rolled back; record why in a transaction of its own.
+            // The snapshot rolled back; record why, in a transaction of its own.
             let error = source.to_string();
-            if let Err(err) = client.execute(FAIL_SQL, &[&run_id, &error]) {
+            let params: [(&(dyn postgres::types::ToSql + Sync), Type); 2] =
+                [(&run_id, Type::INT8), (&error, Type::TEXT)];
+            if let Err(err) = client.query_typed(FAIL_SQL, &params) {
                 log::warn!(
                     "could not mark run {run_id} failed: {}; the next run will mark it abandoned",
                     db::explain(&err)
@@ -249,52 +290,39 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
     };
     // The lock would go with the session anyway, but a server takes a moment to end a session
     // after its client has gone: a run started right after this one could find it still held.
-    if let Err(err) = client.execute(
+    if let Err(err) = client.query_typed(
         "SELECT pg_advisory_unlock($1, $2)",
-        &[&LOCK_SPACE, &ROLLUP_LOCK],
+        &[(&LOCK_SPACE, Type::INT4), (&ROLLUP_LOCK, Type::INT4)],
     ) {
         log::debug!("releasing the rollup lock: {}", db::explain(&err));
     }
-    result.map(|report| RunReport {
-        elapsed: clock.elapsed(),
-        ..report
-    })
+    result
 }
 
-fn snapshot(client: &mut Client, run_id: i64, keep: Option<u32>) -> Result<RunReport, DbError> {
+/// Runs [`SNAPSHOT_SQL`] in an explicit transaction: one statement would commit on its own even
+/// after its client was killed, and a killed run must leave no trace but its `running` row.
+/// Returns the rows written, and the previous successful run with whether its result was the same.
+fn snapshot(
+    client: &mut Client,
+    run_id: i64,
+    drop: &[i64],
+) -> Result<(i32, Option<(i64, bool)>), DbError> {
     let mut tx = client
         .transaction()
         .map_err(DbError::query("starting the snapshot transaction"))?;
     let row = tx
-        .query_one(SNAPSHOT_SQL, &[&run_id])
+        .query_typed_one(
+            SNAPSHOT_SQL,
+            &[(&run_id, Type::INT8), (&drop, Type::INT8_ARRAY)],
+        )
         .map_err(DbError::query("writing the snapshot"))?;
-    let (rows_written, fingerprint): (i32, String) = (row.get(0), row.get(1));
-    let (snapshots_kept, snapshots_dropped) = match keep {
-        Some(keep) => {
-            let row = tx
-                .query_one(RETENTION_SQL, &[&run_id, &i64::from(keep)])
-                .map_err(DbError::query("dropping old snapshots"))?;
-            (Some(row.get::<_, i64>(0)), row.get::<_, i64>(1))
-        }
-        None => (None, 0),
-    };
-    let row = tx
-        .query_one(FINISH_SQL, &[&run_id, &rows_written, &fingerprint])
-        .map_err(DbError::query("marking the run succeeded"))?;
     let previous = row
-        .get::<_, Option<i64>>(0)
-        .map(|id| (id, row.get::<_, Option<bool>>(1).unwrap_or(false)));
+        .get::<_, Option<i64>>(2)
+        .map(|id| (id, row.get::<_, Option<bool>>(3).unwrap_or(false)));
+    let rows_written = row.get(0);
     tx.commit()
         .map_err(DbError::query("committing the snapshot"))?;
-    Ok(RunReport {
-        run_id,
-        rows_written,
-        snapshots_kept,
-        snapshots_dropped,
-        previous,
-        abandoned: 0,
-        elapsed: Duration::ZERO,
-    })
+    Ok((rows_written, previous))
 }
 
 #[cfg(test)]
@@ -350,9 +378,10 @@ mod tests {
     #[test]
     fn dry_run_shows_every_statement() {
         let text = dry_run_sql(Some(60));
-        for part in [REGISTER_SQL, SNAPSHOT_SQL, RETENTION_SQL, FINISH_SQL] {
+        for part in [REGISTER_SQL, SNAPSHOT_SQL] {
             assert!(text.contains(part));
         }
         assert!(text.contains("$2 = 60"));
+        assert!(dry_run_sql(None).contains("$2 = NULL, keep all"));
     }
 }
