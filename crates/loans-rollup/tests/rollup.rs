@@ -222,10 +222,15 @@ fn start_blocked_run(db: &TestDb) -> Child {
     child
 }
 
+/// Waits until the killed run's session is gone and has let go of its lock (a backend leaves
+/// pg_stat_activity a moment before it releases its locks).
 fn wait_for_no_rollup_session(db: &TestDb) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while db.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'loans-rollup'")
-        != Some("0".into())
+    while db.scalar(
+        "SELECT (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'loans-rollup')
+              + (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+                    AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+    ) != Some("0".into())
     {
         assert!(Instant::now() < deadline, "a rollup session did not end");
         std::thread::sleep(Duration::from_millis(20));
