@@ -2,8 +2,8 @@
 //!
 //! Everything happens in one transaction: rows go through COPY into a temporary staging table as
 //! they are read and checked; if any row is bad the COPY is abandoned and nothing is written.
-//! Otherwise days with changed counts are updated, new days inserted, and the load recorded in
-//! `loan_loads`. Days missing from the file are kept: an extract that stops early must not erase
+//! Otherwise one MERGE updates days with changed counts and inserts new days, and the load is
+//! recorded in `loan_loads`. Days missing from the file are kept: an extract that stops early must not erase
 //! history.
 
 use std::fmt;
@@ -18,6 +18,9 @@ use crate::db::{self, DbError};
 use crate::exit::{Exit, ExitStatus};
 use crate::input::{self, InputError, InputErrorKind, LoanCsv, LoanRow, MAX_REPORTED_ROWS, Source};
 use crate::migrations::{self, MigrationError};
+
+/// Memory the server may use for the merge's hash join, for this session only.
+pub const LOAD_WORK_MEM: &str = "64MB";
 
 /// What to load, and where.
 #[derive(Debug, Clone)]
@@ -86,19 +89,23 @@ pub fn load(options: &LoadOptions) -> Result<LoadSummary, LoadError> {
     let started_at = Utc::now();
     // The header is checked before connecting: a wrong file fails fast, even with no database.
     let mut csv = input::open(&options.source)?;
-    let mut client = db::connect(&options.db)?;
+    let mut db = options.db.clone();
+    // Room for MERGE to hash a large `loans` in one batch; the default 4 MB spills to disk.
+    db.set_server_option("work_mem", LOAD_WORK_MEM);
+    let mut client = db::connect(&db)?;
     migrations::migrate(&mut client)?;
 
     let mut tx = client
         .transaction()
         .map_err(DbError::query("starting the load"))?;
-    tx.batch_execute(
+    tx.execute(
         "CREATE TEMPORARY TABLE loans_staging (
              date_of_repayment date    NOT NULL,
              number_of_loans   integer NOT NULL,
              defaults          integer NOT NULL,
              liquidations      integer NOT NULL
          ) ON COMMIT DROP",
+        &[],
     )
     .map_err(DbError::query("creating the staging table"))?;
     stream_rows(&mut tx, &mut csv)?;
@@ -211,12 +218,17 @@ fn merge(
 ) -> Result<LoadSummary, DbError> {
     let rows_read_i = i32::try_from(rows_read).unwrap_or(i32::MAX);
     // Loads queue up behind each other here; readers (the rollup, Adminer) are not blocked.
-    tx.batch_execute("LOCK TABLE loans IN SHARE ROW EXCLUSIVE MODE")
+    // The staging table is analyzed so the planner knows its size: a temporary table has no
+    // statistics otherwise, and the merge's plans depend on them.
+    tx.execute("LOCK TABLE loans IN SHARE ROW EXCLUSIVE MODE", &[])
         .map_err(DbError::query("locking loans"))?;
-    let load_id: i64 = tx
+    tx.execute("ANALYZE loans_staging", &[])
+        .map_err(DbError::query("analyzing the staging table"))?;
+    let row = tx
         .query_one(
             "INSERT INTO loan_loads (source, sha256, as_of, rows_read, started_at)
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5)
+          RETURNING id, (SELECT count(*) FROM loans)",
             &[
                 &source.recorded_name(),
                 &sha256,
@@ -225,60 +237,55 @@ fn merge(
                 &started_at,
             ],
         )
-        .map_err(DbError::query("recording the load in loan_loads"))?
-        .get(0);
-    // Only days whose counts changed are touched, so a reload leaves updated_at alone.
-    let updated = tx
+        .map_err(DbError::query("recording the load in loan_loads"))?;
+    let (load_id, days_before): (i64, i64) = (row.get(0), row.get(1));
+    // One pass over the staged rows: new days are inserted, days whose counts changed are
+    // updated, and days with the same counts are not touched, so a reload leaves updated_at
+    // alone. MERGE reports only how many rows it changed; the day count before and after tells
+    // insertions from updates.
+    let changed = tx
         .execute(
-            "UPDATE loans AS l
-                SET number_of_loans = s.number_of_loans,
-                    defaults = s.defaults,
-                    liquidations = s.liquidations,
-                    as_of = $1,
-                    load_id = $2,
-                    updated_at = now()
-               FROM loans_staging AS s
-              WHERE l.date_of_repayment = s.date_of_repayment
-                AND (l.number_of_loans, l.defaults, l.liquidations)
-                    IS DISTINCT FROM (s.number_of_loans, s.defaults, s.liquidations)",
+            "MERGE INTO loans AS l
+             USING loans_staging AS s
+                ON l.date_of_repayment = s.date_of_repayment
+              WHEN MATCHED AND (l.number_of_loans, l.defaults, l.liquidations)
+                               IS DISTINCT FROM (s.number_of_loans, s.defaults, s.liquidations) THEN
+                   UPDATE SET number_of_loans = s.number_of_loans,
+                              defaults = s.defaults,
+                              liquidations = s.liquidations,
+                              as_of = $1,
+                              load_id = $2,
+                              updated_at = now()
+              WHEN NOT MATCHED THEN
+                   INSERT (date_of_repayment, number_of_loans, defaults, liquidations,
+                           as_of, load_id, updated_at)
+                   VALUES (s.date_of_repayment, s.number_of_loans, s.defaults, s.liquidations,
+                           $1, $2, now())",
             &[&as_of, &load_id],
         )
-        .map_err(DbError::query("updating changed days in loans"))?;
-    let inserted = tx
-        .execute(
-            "INSERT INTO loans (date_of_repayment, number_of_loans, defaults, liquidations,
-                                as_of, load_id, updated_at)
-             SELECT s.date_of_repayment, s.number_of_loans, s.defaults, s.liquidations,
-                    $1, $2, now()
-               FROM loans_staging AS s
-              WHERE NOT EXISTS (SELECT FROM loans AS l
-                                 WHERE l.date_of_repayment = s.date_of_repayment)",
-            &[&as_of, &load_id],
-        )
-        .map_err(DbError::query("inserting new days into loans"))?;
-    let unchanged = rows_read - inserted - updated;
-    let total: i64 = tx
+        .map_err(DbError::query("merging the file into loans"))?;
+    let row = tx
         .query_one(
             "UPDATE loan_loads
-                SET inserted = $2, updated = $3, unchanged = $4, finished_at = clock_timestamp()
+                SET inserted = c.days - $2,
+                    updated = $3 - (c.days - $2),
+                    unchanged = rows_read - $3,
+                    finished_at = clock_timestamp()
+               FROM (SELECT count(*)::integer AS days FROM loans) AS c
               WHERE id = $1
-          RETURNING (SELECT count(*) FROM loans)",
-            &[
-                &load_id,
-                &(inserted as i32),
-                &(updated as i32),
-                &(unchanged as i32),
-            ],
+          RETURNING inserted, updated, unchanged, c.days",
+            &[&load_id, &(days_before as i32), &(changed as i32)],
         )
-        .map_err(DbError::query("finishing the loan_loads row"))?
-        .get(0);
+        .map_err(DbError::query("finishing the loan_loads row"))?;
+    let figure = |i: usize| u64::try_from(row.get::<_, i32>(i)).unwrap_or(0);
+    let (inserted, updated, unchanged, total) = (figure(0), figure(1), figure(2), figure(3));
     Ok(LoadSummary {
         load_id,
         rows_read,
         inserted,
         updated,
         unchanged,
-        kept_absent: (total as u64).saturating_sub(rows_read),
+        kept_absent: total.saturating_sub(rows_read),
         as_of,
         elapsed: Duration::ZERO,
     })
