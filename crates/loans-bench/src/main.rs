@@ -488,11 +488,12 @@ impl Bench {
 /// Sets autovacuum's naptime for the whole cluster, at once.
 fn set_naptime(cluster: &Cluster, value: &str) {
     let mut admin = connect(&cluster.admin_url);
-    admin
-        .batch_execute(&format!(
-            "ALTER SYSTEM SET autovacuum_naptime = '{value}'; SELECT pg_reload_conf()"
-        ))
-        .expect("set autovacuum_naptime");
+    for sql in [
+        format!("ALTER SYSTEM SET autovacuum_naptime = '{value}'"),
+        "SELECT pg_reload_conf()".to_owned(),
+    ] {
+        admin.batch_execute(&sql).expect("set autovacuum_naptime");
+    }
 }
 
 /// Records a succeeded run for the floor's snapshot and returns its id and the oldest run that
