@@ -4,7 +4,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use loans_testkit::cluster::{TestDb, cluster, free_port};
-use loans_testkit::command::{Cmd, Output};
+use loans_testkit::command::{Cmd, Output, assert_unreachable_database};
 use loans_testkit::repo_root;
 use loans_testkit::sample::Spec;
 
@@ -361,14 +361,7 @@ fn dry_run_prints_the_sql_without_connecting() {
 
 #[test]
 fn an_unreachable_database_is_status_69() {
-    let port = free_port();
-    let out = Cmd::new(BIN)
-        .args([
-            "--database-url",
-            &format!("postgresql://u:pw@127.0.0.1:{port}/x"),
-        ])
-        .expect(69);
-    out.assert_stderr_has(&format!("cannot connect to PostgreSQL at 127.0.0.1:{port}"));
+    assert_unreachable_database(BIN, &[]);
 }
 
 #[test]

@@ -153,3 +153,26 @@ impl fmt::Debug for Output {
         fmt::Display::fmt(self, f)
     }
 }
+
+/// Runs `program` with `args` against a closed port, with a password in the URL, and checks what
+/// every tool must do when the database cannot be reached: status 69 within seconds, one line on
+/// stderr naming host and port, no password, no panic, nothing on stdout.
+pub fn assert_unreachable_database(program: &str, args: &[&str]) -> Output {
+    let port = crate::cluster::free_port();
+    let url = format!("postgresql://loans:hunter2@127.0.0.1:{port}/loans");
+    let out = Cmd::new(program)
+        .args(["--database-url", &url])
+        .args(args)
+        .expect(69);
+    assert!(out.elapsed < Duration::from_secs(10), "too slow\n{out}");
+    out.assert_stderr_has(&format!(
+        "cannot connect to PostgreSQL at 127.0.0.1:{port} database loans user loans"
+    ));
+    assert!(
+        !out.stderr.contains("hunter2") && !out.stderr.contains("panicked"),
+        "{out}"
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{out}");
+    assert!(out.stdout.is_empty(), "{out}");
+    out
+}

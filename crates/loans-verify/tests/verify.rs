@@ -2,8 +2,8 @@
 //! is wrong on bad data.
 
 use loans_core::rollup::{RollupOptions, run};
-use loans_testkit::cluster::{TestDb, cluster, free_port};
-use loans_testkit::command::{Cmd, Output};
+use loans_testkit::cluster::{TestDb, cluster};
+use loans_testkit::command::{Cmd, Output, assert_unreachable_database};
 use loans_testkit::repo_root;
 use loans_testkit::sample::Spec;
 
@@ -277,15 +277,7 @@ fn it_works_on_a_read_only_database() {
 
 #[test]
 fn an_unreachable_database_is_status_69() {
-    let port = free_port();
-    let out = Cmd::new(BIN)
-        .args([
-            "--database-url",
-            &format!("postgresql://u@127.0.0.1:{port}/x"),
-        ])
-        .expect(69);
-    out.assert_stderr_has(&format!("cannot connect to PostgreSQL at 127.0.0.1:{port}"));
-    assert!(out.stdout.is_empty(), "{out}");
+    assert_unreachable_database(BIN, &[]);
 }
 
 #[test]
