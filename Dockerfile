@@ -7,17 +7,19 @@ FROM rust:1.93-slim-bookworm AS build
 WORKDIR /src
 
 # Dependencies first, against stub sources, so this layer is rebuilt only when a manifest or
-# Cargo.lock changes, not on every edit of the code.
+# Cargo.lock changes, not on every edit of the code. Every workspace member's manifest is copied,
+# so the stub build resolves exactly the dependency graph the real build will.
 COPY Cargo.toml Cargo.lock ./
 COPY crates/loans-core/Cargo.toml crates/loans-core/
 COPY crates/loans-load/Cargo.toml crates/loans-load/
 COPY crates/loans-rollup/Cargo.toml crates/loans-rollup/
 COPY crates/loans-verify/Cargo.toml crates/loans-verify/
 COPY crates/loans-testkit/Cargo.toml crates/loans-testkit/
+COPY crates/loans-bench/Cargo.toml crates/loans-bench/
 RUN for lib in loans-core loans-testkit; do \
         mkdir -p "crates/$lib/src" && touch "crates/$lib/src/lib.rs"; \
     done \
- && for bin in loans-load loans-rollup loans-verify; do \
+ && for bin in loans-load loans-rollup loans-verify loans-bench; do \
         mkdir -p "crates/$bin/src" && echo 'fn main() {}' > "crates/$bin/src/main.rs"; \
     done \
  && mkdir -p crates/loans-testkit/src/bin \
