@@ -133,6 +133,27 @@ impl ExitStatus for VerifyError {
     }
 }
 
+/// The checks after `schema`, in the order they are reported.
+enum Wanted<'a> {
+    Loans,
+    Gaps,
+    Csv(&'a Source),
+    Snapshot,
+    Freshness(Duration),
+}
+
+impl Wanted<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Wanted::Loans => "loans",
+            Wanted::Gaps => "gaps",
+            Wanted::Csv(_) => "csv",
+            Wanted::Snapshot => "snapshot",
+            Wanted::Freshness(_) => "freshness",
+        }
+    }
+}
+
 /// Runs every check that applies.
 pub fn verify(options: &VerifyOptions) -> Result<Report, VerifyError> {
     let mut client = db::connect(&options.db)?;
@@ -144,31 +165,30 @@ pub fn verify(options: &VerifyOptions) -> Result<Report, VerifyError> {
         .isolation_level(IsolationLevel::RepeatableRead)
         .start()
         .map_err(DbError::query("starting a read-only transaction"))?;
-    let mut wanted = vec!["loans", "gaps"];
-    if options.csv.is_some() {
-        wanted.push("csv");
+    let mut wanted = vec![Wanted::Loans, Wanted::Gaps];
+    if let Some(source) = &options.csv {
+        wanted.push(Wanted::Csv(source));
     }
-    wanted.push("snapshot");
-    if options.max_age.is_some() {
-        wanted.push("freshness");
+    wanted.push(Wanted::Snapshot);
+    if let Some(max_age) = options.max_age {
+        wanted.push(Wanted::Freshness(max_age));
     }
-    for name in wanted {
-        if !schema_ok {
-            checks.push(Check::new(
-                name,
+    for check in wanted {
+        checks.push(if schema_ok {
+            match check {
+                Wanted::Loans => check_loans(&mut tx)?,
+                Wanted::Gaps => check_gaps(&mut tx, options.no_gaps)?,
+                Wanted::Csv(source) => check_csv(&mut tx, source)?,
+                Wanted::Snapshot => check_snapshot(&mut tx)?,
+                Wanted::Freshness(max_age) => check_freshness(&mut tx, max_age)?,
+            }
+        } else {
+            Check::new(
+                check.name(),
                 Status::Skip,
                 "not checked: the schema is not current",
-            ));
-            continue;
-        }
-        let check = match name {
-            "loans" => check_loans(&mut tx)?,
-            "gaps" => check_gaps(&mut tx, options.no_gaps)?,
-            "csv" => check_csv(&mut tx, options.csv.as_ref().expect("csv was asked for"))?,
-            "snapshot" => check_snapshot(&mut tx)?,
-            _ => check_freshness(&mut tx, options.max_age.expect("max-age was asked for"))?,
-        };
-        checks.push(check);
+            )
+        });
     }
     Ok(Report::from_checks(checks))
 }
