@@ -17,9 +17,19 @@ use crate::db::{self, DbError};
 use crate::exit::{Exit, ExitStatus};
 use crate::migrations::{self, LOCK_SPACE, MigrationError, ROLLUP_LOCK};
 
+/// The file in use is named once, here; a new version of the definition is a new file and this
+/// one line.
+macro_rules! rollup_file {
+    () => {
+        "rolling_avg_v1.sql"
+    };
+}
+
 /// The definition, as shipped. Its version is recorded with every run.
-pub const ROLLUP_SQL: &str = include_str!("../sql/rollup/rolling_avg_v1.sql");
-const ROLLUP_FILE_VERSION: &str = "v1";
+pub const ROLLUP_SQL: &str = include_str!(concat!("../sql/rollup/", rollup_file!()));
+
+/// The file's name, for messages and tests.
+pub const ROLLUP_FILE: &str = rollup_file!();
 
 /// Cron starts a run a minute; one that takes longer than this is stuck, not slow.
 pub const STATEMENT_TIMEOUT: &str = "50s";
@@ -92,7 +102,7 @@ written AS (
       FROM stamp,
            (
 ",
-    include_str!("../sql/rollup/rolling_avg_v1.sql"),
+    include_str!(concat!("../sql/rollup/", rollup_file!())),
     "
            ) AS r
  RETURNING 1
@@ -141,7 +151,12 @@ UPDATE rollup_runs
 /// SHA-256, so an edit that forgot to bump the version still shows.
 pub fn rollup_version() -> String {
     let sha = migrations::sha256_hex(ROLLUP_SQL.replace("\r\n", "\n").as_bytes());
-    format!("{ROLLUP_FILE_VERSION}+sha256:{}", &sha[..12])
+    let version = ROLLUP_FILE
+        .trim_end_matches(".sql")
+        .rsplit('_')
+        .next()
+        .unwrap_or(ROLLUP_FILE);
+    format!("{version}+sha256:{}", &sha[..12])
 }
 
 /// What to run.
@@ -333,7 +348,9 @@ mod tests {
     fn the_snapshot_statement_embeds_the_definition_file_verbatim() {
         assert!(SNAPSHOT_SQL.contains(ROLLUP_SQL));
         let on_disk = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/rollup/rolling_avg_v1.sql"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("sql/rollup")
+                .join(ROLLUP_FILE),
         )
         .unwrap();
         assert_eq!(on_disk, ROLLUP_SQL);

@@ -10,8 +10,8 @@
 --
 -- The window counts calendar days, not rows: a day missing from `loans` shrinks the window; it
 -- does not reach further back. loans-rollup wraps this query in the INSERT of a new snapshot and
--- records this file's version and checksum with every run: to change the definition, copy this
--- file to rolling_avg_v2.sql, change the copy, and point loans-core's rollup module at it.
+-- records this file's version and the start of its SHA-256 with every run, so changing the
+-- definition means changing this file, and the runs before and after the change can be told apart.
 
 SELECT l.date_of_repayment,
        l.number_of_loans,
