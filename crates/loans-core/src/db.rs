@@ -13,6 +13,9 @@ pub enum DbError {
     /// The server could not be reached or refused us: nothing was done.
     #[error("cannot connect to PostgreSQL at {target}: {reason}")]
     Connect { target: String, reason: String },
+    /// The connection failed in the middle of the work, outside any one statement.
+    #[error("{context}: the connection to PostgreSQL failed: {reason}")]
+    Lost { context: String, reason: String },
     /// A statement failed, or the connection dropped during one.
     #[error("{context}: {}", explain(.source))]
     Query {
@@ -34,7 +37,7 @@ impl DbError {
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
             DbError::Query { source, .. } => source.code().map(postgres::error::SqlState::code),
-            DbError::Connect { .. } => None,
+            DbError::Connect { .. } | DbError::Lost { .. } => None,
         }
     }
 }
@@ -42,7 +45,7 @@ impl DbError {
 impl ExitStatus for DbError {
     fn exit(&self) -> Exit {
         match self {
-            DbError::Connect { .. } => Exit::Unavailable,
+            DbError::Connect { .. } | DbError::Lost { .. } => Exit::Unavailable,
             DbError::Query { source, .. } if lost_connection(source) => Exit::Unavailable,
             DbError::Query { .. } => Exit::Software,
         }
@@ -95,4 +98,28 @@ pub fn connect(config: &DbConfig) -> Result<Client, DbError> {
         target: config.target().to_owned(),
         reason: explain(&err),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn losing_the_server_is_unavailable_not_internal() {
+        let connect = DbError::Connect {
+            target: "db:5432 database loans user loans".into(),
+            reason: "Connection refused (os error 111)".into(),
+        };
+        assert_eq!(connect.exit(), Exit::Unavailable);
+        assert_eq!(
+            connect.to_string(),
+            "cannot connect to PostgreSQL at db:5432 database loans user loans: Connection refused (os error 111)"
+        );
+        let lost = DbError::Lost {
+            context: "streaming rows into the staging table".into(),
+            reason: "broken pipe".into(),
+        };
+        assert_eq!(lost.exit(), Exit::Unavailable);
+        assert_eq!(lost.sqlstate(), None);
+    }
 }

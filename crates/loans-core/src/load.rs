@@ -191,18 +191,17 @@ fn copy_text(out: &mut Vec<u8>, row: &LoanRow) {
 /// The COPY writer reports the server's error inside an `io::Error`; take it back out.
 fn copy_error(err: io::Error) -> DbError {
     let context = "streaming rows into the staging table";
-    match err
-        .into_inner()
-        .map(<dyn std::error::Error + Send + Sync>::downcast::<postgres::Error>)
-    {
-        Some(Ok(pg)) => DbError::query(context)(*pg),
-        Some(Err(other)) => DbError::Connect {
-            target: "the server".into(),
-            reason: format!("{context}: {other}"),
+    match err.into_inner() {
+        Some(inner) => match inner.downcast::<postgres::Error>() {
+            Ok(pg) => DbError::query(context)(*pg),
+            Err(other) => DbError::Lost {
+                context: context.into(),
+                reason: other.to_string(),
+            },
         },
-        None => DbError::Connect {
-            target: "the server".into(),
-            reason: context.into(),
+        None => DbError::Lost {
+            context: context.into(),
+            reason: "the write failed".into(),
         },
     }
 }
