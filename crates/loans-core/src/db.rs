@@ -32,14 +32,6 @@ impl DbError {
         let context = context.into();
         move |source| DbError::Query { context, source }
     }
-
-    /// The server's SQLSTATE, when the server sent one.
-    pub fn sqlstate(&self) -> Option<&str> {
-        match self {
-            DbError::Query { source, .. } => source.code().map(postgres::error::SqlState::code),
-            DbError::Connect { .. } | DbError::Lost { .. } => None,
-        }
-    }
 }
 
 impl ExitStatus for DbError {
@@ -120,6 +112,5 @@ mod tests {
             reason: "broken pipe".into(),
         };
         assert_eq!(lost.exit(), Exit::Unavailable);
-        assert_eq!(lost.sqlstate(), None);
     }
 }

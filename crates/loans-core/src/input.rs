@@ -82,13 +82,6 @@ pub enum Column {
 }
 
 impl Column {
-    pub const ALL: [Column; 4] = [
-        Column::DateOfRepayment,
-        Column::NumberOfLoans,
-        Column::Defaults,
-        Column::Liquidations,
-    ];
-
     /// The column's name in the `loans` table.
     pub fn name(self) -> &'static str {
         match self {
@@ -325,11 +318,6 @@ impl<R: Read> LoanCsv<R> {
     /// The header's contents.
     pub fn header(&self) -> Header {
         self.header
-    }
-
-    /// The name used in messages.
-    pub fn file(&self) -> &str {
-        &self.file
     }
 
     /// The next row: `Ok(None)` at the end, `Ok(Some(Err(_)))` for a row that breaks a rule

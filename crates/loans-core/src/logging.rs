@@ -46,7 +46,7 @@ pub fn report_error(err: &dyn Display) {
 
 /// Writes a result to stdout. A closed pipe (`loans-verify | head -1`) is not an error worth
 /// reporting: callers treat `BrokenPipe` as a quiet, successful end.
-pub fn print_result(text: &str) -> io::Result<()> {
+fn print_result(text: &str) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     if !text.ends_with('\n') {

@@ -8,7 +8,7 @@
 use std::fs;
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -198,16 +198,6 @@ impl Cluster {
             admin_url: self.admin_url.clone(),
         }
     }
-
-    /// URL of the maintenance database.
-    pub fn admin_url(&self) -> &str {
-        &self.admin_url
-    }
-
-    /// The port, for tests that need a closed one nearby.
-    pub fn base_url(&self) -> &str {
-        &self.base
-    }
 }
 
 impl OwnCluster {
@@ -374,9 +364,4 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind a free port")
-}
-
-/// The folder of our own cluster (for tests that want to read its log).
-pub fn own_dir() -> Option<&'static Path> {
-    cluster().own.as_ref().map(|o| o.dir.as_path())
 }
