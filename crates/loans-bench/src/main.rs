@@ -13,10 +13,12 @@ use std::process::Command;
 use chrono::NaiveDate;
 use clap::Parser;
 use loans_core::rollup::ROLLUP_SQL;
+use loans_testkit::cluster::connect;
+use loans_testkit::command::isolated;
 use loans_testkit::sample::Spec;
 use measure::{Sample, Stats, time_it, timed, timed_with_rss};
+use postgres::Client;
 use postgres::types::Type;
-use postgres::{Client, NoTls};
 use serde::Serialize;
 
 /// Measure the loader, the rollup and the verifier against PostgreSQL's own floor.
@@ -176,10 +178,6 @@ impl Cluster {
     }
 }
 
-fn connect(url: &str) -> Client {
-    Client::connect(url, NoTls).unwrap_or_else(|e| panic!("connect to {url}: {e}"))
-}
-
 struct Bench {
     args: Args,
     plan: Plan,
@@ -194,20 +192,11 @@ impl Bench {
     /// A tool with the database URL and nothing from the caller's environment that could change
     /// what it connects to.
     fn tool(&self, name: &str, url: &str) -> Command {
-        let mut command = Command::new(self.bin(name));
-        command.arg("--database-url").arg(url);
-        for var in [
-            "DATABASE_URL",
-            "PGHOST",
-            "PGPORT",
-            "PGUSER",
-            "PGDATABASE",
-            "PGPASSWORD",
-            "LOANS_ROLLUP_KEEP",
-        ] {
-            command.env_remove(var);
-        }
-        command.env("RUST_LOG", "warn");
+        let mut command = isolated(self.bin(name));
+        command
+            .arg("--database-url")
+            .arg(url)
+            .env("RUST_LOG", "warn");
         command
     }
 

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use loans_testkit::cluster::{TestDb, cluster};
-use loans_testkit::command::{Cmd, Output, assert_unreachable_database};
+use loans_testkit::command::{Cmd, Output, assert_unreachable_database, isolated};
 use loans_testkit::repo_root;
 use loans_testkit::sample::Spec;
 
@@ -407,9 +407,8 @@ fn a_loader_killed_during_copy_leaves_the_table_as_it_was() {
     load(&db, repo_root().join("data/loans.csv")).expect(0);
     let before = table(&db);
 
-    let mut child = Command::new(BIN)
+    let mut child = isolated(BIN)
         .args(["--database-url", &db.url, "-"])
-        .env_remove("DATABASE_URL")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

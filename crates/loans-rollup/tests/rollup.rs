@@ -4,7 +4,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use loans_testkit::cluster::{TestDb, cluster, free_port};
-use loans_testkit::command::{Cmd, Output, assert_unreachable_database};
+use loans_testkit::command::{Cmd, Output, assert_unreachable_database, isolated};
 use loans_testkit::repo_root;
 use loans_testkit::sample::Spec;
 
@@ -204,9 +204,8 @@ fn retention_keeps_the_newest_snapshots() {
 
 /// Starts a run that will block inside its snapshot transaction: the caller holds a lock on loans.
 fn start_blocked_run(db: &TestDb) -> Child {
-    let child = Command::new(BIN)
+    let child = isolated(BIN)
         .args(["--database-url", &db.url])
-        .env_remove("DATABASE_URL")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -40,17 +40,23 @@ pub struct Output {
     pub elapsed: Duration,
 }
 
+/// `program` as a `std::process::Command` with a clean database environment: no DATABASE_URL,
+/// PG*, RUST_LOG or LOANS_ROLLUP_KEEP from the caller's shell. For children a test manages
+/// itself (to kill them, say); [`Cmd`] builds on it.
+pub fn isolated(program: impl AsRef<OsStr>) -> Command {
+    let mut command = Command::new(program);
+    for var in DB_VARS {
+        command.env_remove(var);
+    }
+    command
+}
+
 impl Cmd {
-    /// `program` with a clean database environment: no DATABASE_URL, PG* or RUST_LOG from the
-    /// caller's shell.
+    /// `program`, [`isolated`] from the caller's database settings.
     pub fn new(program: impl AsRef<OsStr>) -> Cmd {
         let program = program.as_ref();
-        let mut command = Command::new(program);
-        for var in DB_VARS {
-            command.env_remove(var);
-        }
         Cmd {
-            command,
+            command: isolated(program),
             shown: program.to_string_lossy().into_owned(),
             stdin: None,
         }
