@@ -5,6 +5,10 @@
 //! Otherwise one MERGE updates days with changed counts and inserts new days, and the load is
 //! recorded in `loan_loads`. Days missing from the file are kept: an extract that stops early must not erase
 //! history.
+//!
+//! Extracts are applied in the order of their as-of dates, so an old file cannot undo a newer one:
+//! a file whose bytes were loaded before is a no-op, and a file older than the newest loaded
+//! extract is refused unless the caller asks for it ([`LoadOptions::allow_older`]).
 
 use std::fmt;
 use std::io::{self, Write};
@@ -27,6 +31,54 @@ pub const LOAD_WORK_MEM: &str = "64MB";
 pub struct LoadOptions {
     pub db: DbConfig,
     pub source: Source,
+    /// Merge the file even when a newer extract was loaded before it, or when these exact bytes
+    /// were loaded before: the caller means to put its counts back.
+    pub allow_older: bool,
+}
+
+/// What a load ended with: merged, or nothing to do because the same file was loaded before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadOutcome {
+    Loaded(LoadSummary),
+    /// The file's SHA-256 equals an earlier load's; nothing was written.
+    AlreadyLoaded(EarlierLoad),
+}
+
+/// An earlier row of `loan_loads`, as messages name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlierLoad {
+    pub load_id: i64,
+    pub source: String,
+    pub as_of: Option<NaiveDate>,
+    /// When it finished, in UTC, as `YYYY-MM-DDTHH:MM:SSZ`.
+    pub finished_at: String,
+}
+
+impl fmt::Display for EarlierLoad {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = if self.source == "-" {
+            "standard input"
+        } else {
+            &self.source
+        };
+        write!(f, "load {} ({source}", self.load_id)?;
+        if let Some(as_of) = self.as_of {
+            write!(f, ", as of {as_of}")?;
+        }
+        write!(f, ", finished {})", self.finished_at)
+    }
+}
+
+impl fmt::Display for LoadOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadOutcome::Loaded(summary) => summary.fmt(f),
+            LoadOutcome::AlreadyLoaded(earlier) => write!(
+                f,
+                "already loaded: the same file (same SHA-256) is {earlier}; nothing changed"
+            ),
+        }
+    }
 }
 
 /// What a load did; printed as one line on stdout.
@@ -71,6 +123,16 @@ pub enum LoadError {
     Db(#[from] DbError),
     #[error(transparent)]
     Migration(#[from] MigrationError),
+    #[error(
+        "{file}: the extract is as of {as_of}, older than {newest}; loading it would put older \
+         counts back on the days that extract revised. Nothing was loaded. To load it anyway, \
+         pass --allow-older."
+    )]
+    Older {
+        file: String,
+        as_of: NaiveDate,
+        newest: EarlierLoad,
+    },
 }
 
 impl ExitStatus for LoadError {
@@ -79,12 +141,13 @@ impl ExitStatus for LoadError {
             LoadError::Input(err) => err.exit(),
             LoadError::Db(err) => err.exit(),
             LoadError::Migration(err) => err.exit(),
+            LoadError::Older { .. } => Exit::DataErr,
         }
     }
 }
 
 /// Loads `options.source` into `loans`, all or nothing.
-pub fn load(options: &LoadOptions) -> Result<LoadSummary, LoadError> {
+pub fn load(options: &LoadOptions) -> Result<LoadOutcome, LoadError> {
     let clock = Instant::now();
     let started_at = Utc::now();
     // The header is checked before connecting: a wrong file fails fast, even with no database.
@@ -111,13 +174,23 @@ pub fn load(options: &LoadOptions) -> Result<LoadSummary, LoadError> {
     stream_rows(&mut tx, &mut csv)?;
 
     let as_of = csv.header().as_of;
-    let rows_read = csv.rows_read();
+    let sha256 = csv.sha256();
+    // Loads queue up behind each other here, so the order check below sees every load committed
+    // before this one; readers (the rollup, Adminer) are not blocked.
+    tx.execute("LOCK TABLE loans IN SHARE ROW EXCLUSIVE MODE", &[])
+        .map_err(DbError::query("locking loans"))?;
+    if !options.allow_older {
+        if let Some(earlier) = check_order(&mut tx, &options.source, &sha256, as_of)? {
+            // Dropping the transaction rolls it back: the staged rows go, nothing is written.
+            return Ok(LoadOutcome::AlreadyLoaded(earlier));
+        }
+    }
     let summary = merge(
         &mut tx,
         &options.source,
-        &csv.sha256(),
+        &sha256,
         as_of,
-        rows_read,
+        csv.rows_read(),
         started_at,
     )?;
     tx.commit().map_err(DbError::query("committing the load"))?;
@@ -128,10 +201,62 @@ pub fn load(options: &LoadOptions) -> Result<LoadSummary, LoadError> {
             summary.kept_absent
         );
     }
-    Ok(LoadSummary {
+    Ok(LoadOutcome::Loaded(LoadSummary {
         elapsed: clock.elapsed(),
         ..summary
-    })
+    }))
+}
+
+/// Decides whether a file may be merged, given the loads before it: `Some(earlier)` when the same
+/// bytes were loaded already (nothing to do), an error when the file is older than the newest
+/// extract loaded, `None` to go ahead.
+///
+/// Files are ordered by the as-of date in their header. A file without one is ordered by when it
+/// is loaded: it counts as newer than everything loaded before it (unless its bytes were loaded
+/// before), and it does not move the date later files are compared with.
+fn check_order(
+    tx: &mut Transaction<'_>,
+    source: &Source,
+    sha256: &str,
+    as_of: Option<NaiveDate>,
+) -> Result<Option<EarlierLoad>, LoadError> {
+    const EARLIER: &str = "SELECT id, source, as_of,
+                                  to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+                             FROM loan_loads";
+    let to_load = |row: postgres::Row| EarlierLoad {
+        load_id: row.get(0),
+        source: row.get(1),
+        as_of: row.get(2),
+        finished_at: row.get::<_, Option<String>>(3).unwrap_or_default(),
+    };
+    let same = tx
+        .query_opt(
+            &format!("{EARLIER} WHERE sha256 = $1 ORDER BY id DESC LIMIT 1"),
+            &[&sha256],
+        )
+        .map_err(DbError::query(
+            "looking for an earlier load of the same file",
+        ))?;
+    if let Some(row) = same {
+        return Ok(Some(to_load(row)));
+    }
+    let Some(as_of) = as_of else {
+        return Ok(None);
+    };
+    let newest = tx
+        .query_opt(
+            &format!("{EARLIER} WHERE as_of > $1 ORDER BY as_of DESC, id DESC LIMIT 1"),
+            &[&as_of],
+        )
+        .map_err(DbError::query("looking for a newer extract in loan_loads"))?;
+    match newest {
+        Some(row) => Err(LoadError::Older {
+            file: source.display_name(),
+            as_of,
+            newest: to_load(row),
+        }),
+        None => Ok(None),
+    }
 }
 
 /// Checks every row and copies the good ones to `loans_staging`; once a row is bad, copying
@@ -216,11 +341,8 @@ fn merge(
     started_at: chrono::DateTime<Utc>,
 ) -> Result<LoadSummary, DbError> {
     let rows_read_i = i32::try_from(rows_read).unwrap_or(i32::MAX);
-    // Loads queue up behind each other here; readers (the rollup, Adminer) are not blocked.
     // The staging table is analyzed so the planner knows its size: a temporary table has no
     // statistics otherwise, and the merge's plans depend on them.
-    tx.execute("LOCK TABLE loans IN SHARE ROW EXCLUSIVE MODE", &[])
-        .map_err(DbError::query("locking loans"))?;
     tx.execute("ANALYZE loans_staging", &[])
         .map_err(DbError::query("analyzing the staging table"))?;
     let row = tx

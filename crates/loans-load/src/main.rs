@@ -21,7 +21,15 @@ column, value and reason (the first 20, then a count). Otherwise, in one transac
 are new are inserted into `loans`, days whose counts changed are updated, days with the same
 counts are left alone (loading the same file twice changes nothing), and days that are in the
 table but not in the file are kept. The load is recorded in `loan_loads`, and one summary line is
-printed on stdout. Pending schema migrations are applied first.";
+printed on stdout. Pending schema migrations are applied first.
+
+Extracts are applied in the order of their as-of dates, so an older file cannot undo a newer one:
+  - a file with the same SHA-256 as an earlier load is not loaded again: it prints
+    \"already loaded\" and exits 0, writing nothing (so re-running a deployment is safe);
+  - a file whose as-of date is older than the newest extract already loaded is refused with
+    status 65, writing nothing, unless --allow-older is given;
+  - a file without an as-of date in its header is ordered by when it is loaded: it counts as the
+    newest, and later files are still compared with the newest dated extract.";
 
 const AFTER_HELP: &str = "\
 Input:
@@ -37,6 +45,8 @@ Input:
 Examples:
   Load the sample shipped with the project:
     loans-load data/loans.csv
+  Put an older extract's counts back on purpose, after a newer one was loaded:
+    loans-load --allow-older data/loans-2023-05-09.csv
   Load from another program, naming the database explicitly:
     gunzip -c extract.csv.gz | loans-load --database-url postgresql://loans@db/loans -
   Use the libpq variables instead of a URL:
@@ -50,6 +60,11 @@ struct Cli {
     /// The extract to load; - reads standard input.
     #[arg(value_name = "FILE")]
     file: PathBuf,
+
+    /// Load the file even if a newer extract was loaded before it (its older counts replace the
+    /// newer ones), or if the same file was loaded before.
+    #[arg(long)]
+    allow_older: bool,
 
     #[command(flatten)]
     db: DbArgs,
@@ -65,9 +80,10 @@ fn main() -> ExitCode {
     let options = LoadOptions {
         db,
         source: Source::from_arg(&cli.file),
+        allow_older: cli.allow_older,
     };
     match load::load(&options) {
-        Ok(summary) => logging::succeed(&summary.to_string()),
+        Ok(outcome) => logging::succeed(&outcome.to_string()),
         Err(err) => logging::fail(&err),
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use loans_testkit::cluster::{TestDb, cluster};
 use loans_testkit::command::{Cmd, Output, assert_unreachable_database, isolated};
 use loans_testkit::repo_root;
-use loans_testkit::sample::Spec;
+use loans_testkit::sample::{HeaderStyle, Spec};
 
 const BIN: &str = env!("CARGO_BIN_EXE_loans-load");
 
@@ -59,7 +59,7 @@ fn loads_recorded(db: &TestDb) -> i64 {
 }
 
 #[test]
-fn loads_the_sample_into_an_empty_database() {
+fn loads_the_statements_extract_into_an_empty_database() {
     let db = cluster().fresh_db();
     let sample = repo_root().join("data/loans.csv");
     let out = load(&db, &sample).expect(0);
@@ -67,16 +67,15 @@ fn loads_the_sample_into_an_empty_database() {
     assert_eq!(figure(&out, "as_of"), "2023-05-09");
     assert_eq!(out.stdout.lines().count(), 1, "one summary line\n{out}");
 
-    // The table holds exactly what the generator made (an independent source of the numbers).
-    let expected: Vec<String> = Spec::sample()
-        .days()
-        .map(|d| {
-            format!(
-                "{}|{}|{}|{}|2023-05-09",
-                d.date, d.number_of_loans, d.defaults, d.liquidations
-            )
-        })
+    // The table holds exactly the file's rows, read here with a plain split of each line (the
+    // file has no quotes or spaces), an independent reading of the same numbers.
+    let text = std::fs::read_to_string(&sample).unwrap();
+    let expected: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|line| format!("{}|2023-05-09", line.replace(',', "|")))
         .collect();
+    assert_eq!(expected.len(), 620);
     let got = db.rows("SELECT date_of_repayment, number_of_loans, defaults, liquidations, as_of FROM loans ORDER BY 1");
     assert_eq!(got, expected);
 
@@ -97,52 +96,147 @@ fn loads_the_sample_into_an_empty_database() {
 }
 
 #[test]
-fn the_real_extract_loads_as_is() {
-    let Some(real) = loans_testkit::real_extract() else {
-        return;
-    };
-    let db = cluster().fresh_db();
-    let out = load(&db, &real).expect(0);
-    assert_eq!(counts(&out), [620, 620, 0, 0]);
-    assert_eq!(figure(&out, "as_of"), "2023-05-09");
-    // Column sums read straight from the file, to compare with the table's.
-    let text = std::fs::read_to_string(&real).unwrap();
-    let mut sums = [0i64; 3];
-    for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
-        let fields: Vec<&str> = line.split(',').collect();
-        for (sum, field) in sums.iter_mut().zip(&fields[1..]) {
-            *sum += field.trim().parse::<i64>().unwrap();
-        }
-    }
-    let got = db.scalar("SELECT concat_ws(',', sum(number_of_loans), sum(defaults), sum(liquidations)) FROM loans").unwrap();
-    assert_eq!(got, format!("{},{},{}", sums[0], sums[1], sums[2]));
-    assert_eq!(
-        db.scalar(
-            "SELECT min(date_of_repayment)::text || ' ' || max(date_of_repayment) FROM loans"
-        )
-        .unwrap(),
-        "2021-08-28 2023-05-09"
-    );
-}
-
-#[test]
-fn a_reload_of_the_same_file_changes_nothing() {
+fn a_reload_of_the_same_file_is_a_no_op_that_says_so() {
     let db = cluster().fresh_db();
     let sample = repo_root().join("data/loans.csv");
     load(&db, &sample).expect(0);
     let before = table(&db);
     let out = load(&db, &sample).expect(0);
-    assert_eq!(counts(&out), [620, 0, 0, 620]);
-    assert_eq!(
-        table(&db),
-        before,
-        "updated_at, load_id and counts must be untouched"
+    assert!(
+        out.stdout
+            .starts_with("already loaded: the same file (same SHA-256) is load 1 ("),
+        "{out}"
     );
+    assert!(out.stdout.contains("nothing changed"), "{out}");
+    assert_eq!(table(&db), before, "the table must be untouched");
     assert_eq!(
         loads_recorded(&db),
-        2,
-        "every load is recorded, even one that changes nothing"
+        1,
+        "a no-op writes nothing, not even its load"
     );
+}
+
+#[test]
+fn the_same_bytes_through_stdin_are_recognised_too() {
+    let db = cluster().fresh_db();
+    let text = std::fs::read(fixture("small.csv")).unwrap();
+    load(&db, fixture("small.csv")).expect(0);
+    let out = load_text(&db, text).expect(0);
+    assert!(out.stdout.starts_with("already loaded:"), "{out}");
+    assert_eq!(loads_recorded(&db), 1);
+}
+
+/// A generated extract as of 2023-05-09 and the same extract 31 days later, which revises recent
+/// days.
+fn older_and_newer() -> (String, String) {
+    (Spec::sample().to_csv(), Spec::sample().later(31).to_csv())
+}
+
+#[test]
+fn an_older_extract_is_refused_after_a_newer_one_and_nothing_is_written() {
+    let db = cluster().fresh_db();
+    let (older, newer) = older_and_newer();
+    load_text(&db, newer).expect(0);
+    let before = table(&db);
+    // A file never loaded before, with an older as-of date than the newest load's.
+    let edited = Spec {
+        days: 619,
+        ..Spec::sample()
+    };
+    for (what, out) in [
+        (
+            "a new older file",
+            load_text(&db, edited.to_csv()).expect(65),
+        ),
+        ("the older extract", load_text(&db, older).expect(65)),
+    ] {
+        out.assert_stderr_has("the extract is as of 2023-05-09, older than load 1 (")
+            .assert_stderr_has("as of 2023-06-09")
+            .assert_stderr_has("Nothing was loaded. To load it anyway, pass --allow-older.");
+        assert!(out.stdout.is_empty(), "{what}: nothing on stdout\n{out}");
+    }
+    assert_eq!(table(&db), before, "a refused file changes nothing");
+    assert_eq!(loads_recorded(&db), 1);
+}
+
+#[test]
+fn allow_older_puts_the_older_counts_back_on_purpose() {
+    let db = cluster().fresh_db();
+    let (older, newer) = older_and_newer();
+    load_text(&db, older.clone()).expect(0);
+    let original = db.rows(
+        "SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM loans ORDER BY 1",
+    );
+    load_text(&db, newer).expect(0);
+    let out = load_text(&db, older).arg("--allow-older").expect(0);
+    let [rows_read, inserted, updated, _] = counts(&out);
+    assert_eq!((rows_read, inserted), (620, 0));
+    assert!(
+        updated > 0,
+        "the newer extract revised days; they go back\n{out}"
+    );
+    let now = db.rows("SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM loans WHERE date_of_repayment <= '2023-05-09' ORDER BY 1");
+    assert_eq!(now, original);
+    assert_eq!(loads_recorded(&db), 3);
+}
+
+#[test]
+fn a_deployment_rerun_after_a_newer_extract_stays_green_and_changes_nothing() {
+    // docker compose up loads data/loans.csv on every start: after an operator loaded a newer
+    // extract, the next start must neither fail nor revert it.
+    let db = cluster().fresh_db();
+    let (older, newer) = older_and_newer();
+    load_text(&db, older.clone()).expect(0);
+    load_text(&db, newer).expect(0);
+    let before = table(&db);
+    let out = load_text(&db, older).expect(0);
+    assert!(
+        out.stdout
+            .starts_with("already loaded: the same file (same SHA-256) is load 1 ("),
+        "{out}"
+    );
+    assert_eq!(table(&db), before);
+    assert_eq!(loads_recorded(&db), 2);
+}
+
+#[test]
+fn an_extract_with_the_same_as_of_date_but_other_counts_is_loaded() {
+    let db = cluster().fresh_db();
+    load_text(&db, Spec::sample().to_csv()).expect(0);
+    // A corrected extract of the same day: one count differs.
+    let corrected = Spec::sample()
+        .to_csv()
+        .replacen("2021-08-28,", "2021-08-28,1", 1);
+    let out = load_text(&db, corrected).expect(0);
+    assert_eq!(counts(&out)[2], 1, "{out}");
+}
+
+#[test]
+fn files_without_an_as_of_date_are_ordered_by_when_they_are_loaded() {
+    let db = cluster().fresh_db();
+    let canonical = |spec: Spec| {
+        Spec {
+            header: HeaderStyle::Canonical,
+            ..spec
+        }
+        .to_csv()
+    };
+    // Dated, then undated and older in content: the undated file counts as the newest.
+    load_text(&db, Spec::sample().later(31).to_csv()).expect(0);
+    let out = load_text(&db, canonical(Spec::sample())).expect(0);
+    assert_eq!(figure(&out, "as_of"), "none");
+    assert!(counts(&out)[2] > 0, "it was merged\n{out}");
+    // Its bytes again: already loaded. A later undated file: loaded.
+    load_text(&db, canonical(Spec::sample())).expect(0);
+    assert_eq!(loads_recorded(&db), 2);
+    load_text(&db, canonical(Spec::sample().later(1))).expect(0);
+    assert_eq!(loads_recorded(&db), 3);
+    // Dated files are still compared with the newest dated extract (2023-06-09).
+    load_text(&db, Spec::sample().later(30).to_csv())
+        .expect(65)
+        .assert_stderr_has("older than load 1 (");
+    load_text(&db, Spec::sample().later(32).to_csv()).expect(0);
+    assert_eq!(loads_recorded(&db), 4);
 }
 
 #[test]
@@ -385,8 +479,15 @@ fn loaders_starting_together_on_a_new_database_do_not_race() {
     for out in &outs {
         out.assert_code(0);
     }
-    let inserted: u64 = outs.iter().map(|o| counts(o)[1]).sum();
-    assert_eq!(inserted, 3, "exactly one loader inserts each day");
+    // The loads queue up on the table lock: the first merges the file, the others then find it
+    // already loaded.
+    let (merged, skipped): (Vec<&Output>, Vec<&Output>) = outs
+        .iter()
+        .partition(|o| !o.stdout.starts_with("already loaded:"));
+    assert_eq!(merged.len(), 1, "exactly one loader merges the file");
+    assert_eq!(counts(merged[0]), [3, 3, 0, 0]);
+    assert_eq!(skipped.len(), 3);
+    assert_eq!(loads_recorded(&db), 1);
     let versions = db
         .scalar("SELECT count(*) || ' ' || count(DISTINCT version) FROM schema_migrations")
         .unwrap();

@@ -86,20 +86,29 @@ impl TestDb {
             .collect()
     }
 
-    /// Loads `csv` with the real loader, in-process; panics if it is refused.
+    /// Loads `csv` with the real loader, in-process; panics unless it was merged (refused, or
+    /// already loaded).
     pub fn load(&self, csv: &str) -> loans_core::load::LoadSummary {
-        let dir = std::env::temp_dir().join(format!("loans-testkit-{}", std::process::id()));
-        fs::create_dir_all(&dir).expect("create a temporary folder");
-        let path = dir.join(format!("{}.csv", self.name));
+        // A file of its own in the temporary folder, removed once loaded: no folder left behind.
+        let path = std::env::temp_dir().join(format!(
+            "loans-testkit-{}-{}.csv",
+            std::process::id(),
+            self.name
+        ));
         fs::write(&path, csv).expect("write the extract");
         let options = loans_core::load::LoadOptions {
             db: loans_core::config::DbConfig::from_url(&self.url, "loans-testkit")
                 .expect("a valid URL"),
             source: loans_core::input::Source::Path(path.clone()),
+            allow_older: false,
         };
-        let summary = loans_core::load::load(&options).unwrap_or_else(|e| panic!("load: {e}"));
+        let outcome = loans_core::load::load(&options);
         let _ = fs::remove_file(path);
-        summary
+        match outcome {
+            Ok(loans_core::load::LoadOutcome::Loaded(summary)) => summary,
+            Ok(other) => panic!("load: {other}"),
+            Err(e) => panic!("load: {e}"),
+        }
     }
 
     /// Runs statements (no results).
