@@ -1,6 +1,7 @@
 //! Test support shared by the binaries' integration tests, the end-to-end script and the
 //! benchmarks: a throwaway PostgreSQL cluster, a runner that shows everything when a command
-//! surprises us, and the deterministic generator of sample extracts.
+//! surprises us, and the deterministic generator of extracts for tests and benchmarks (the
+//! repository's `data/loans.csv` is the statement's real extract, not generated).
 
 pub mod cluster;
 pub mod command;
@@ -14,16 +15,4 @@ pub fn repo_root() -> PathBuf {
         .join("../..")
         .canonicalize()
         .expect("the workspace root exists")
-}
-
-/// The real extract that came with the brief, kept outside the repository. `None` (with a note on
-/// stderr) where this checkout has no copy beside it.
-pub fn real_extract() -> Option<PathBuf> {
-    let path = repo_root().join("../shared/data/loans.csv");
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!("note: ../shared/data/loans.csv is not here; skipping the real extract");
-        None
-    }
 }

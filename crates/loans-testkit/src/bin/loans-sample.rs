@@ -1,4 +1,4 @@
-//! `loans-sample`: write a generated loans extract to stdout (the repository's sample, or a
+//! `loans-sample`: write a generated loans extract to stdout (one with the real extract's calendar, or a
 //! larger or later one for tests and benchmarks).
 
 use std::io;
@@ -10,8 +10,8 @@ use loans_testkit::sample::{HeaderStyle, Spec};
 
 const AFTER_HELP: &str = "\
 Examples:
-  The repository's sample (this is how data/loans.csv was made):
-    loans-sample > data/loans.csv
+  620 generated days with the real extract's calendar (data/loans.csv is the real one):
+    loans-sample > generated.csv
   The same days extracted 30 days later (30 more days, recent days revised):
     loans-sample --days 650 > later.csv
   A million days for a benchmark:
