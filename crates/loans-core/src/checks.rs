@@ -2,8 +2,12 @@
 //!
 //! The newest snapshot is checked against a recomputation done here, in Rust, from `loans`: code
 //! that shares nothing with the rollup's SQL, so a mistake in one shows up as a difference rather
-//! than being repeated. All checks read one consistent state (a read-only, repeatable-read
-//! transaction) and nothing is ever written.
+//! than being repeated. The schema is checked first; every check after it reads one consistent
+//! state (a read-only, repeatable-read transaction). Nothing is ever written.
+//!
+//! A snapshot made before the latest change to `loans` is *behind*, not wrong: it is checked
+//! against the counts it was made from (which it carries, and which must hash to the fingerprint
+//! its run recorded), and reported as BEHIND, which is not a failure.
 
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
@@ -13,12 +17,14 @@ use chrono::NaiveDate;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{IsolationLevel, Transaction};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::config::DbConfig;
 use crate::db::{self, DbError};
 use crate::exit::{Exit, ExitStatus};
 use crate::input::{self, LoanRow, Source};
 use crate::migrations;
+use crate::rollup::LOANS_FINGERPRINT_SQL;
 
 /// Relative tolerance when comparing the snapshot's numerics with the recomputation.
 pub const TOLERANCE: f64 = 1e-9;
@@ -48,6 +54,9 @@ pub enum Status {
     Info,
     /// Could not be checked because an earlier check failed.
     Skip,
+    /// The newest snapshot is right for the `loans` it was made from, but `loans` has changed
+    /// since: the next rollup run brings it up to date. Not a failure.
+    Behind,
 }
 
 impl fmt::Display for Status {
@@ -57,6 +66,7 @@ impl fmt::Display for Status {
             Status::Fail => "FAIL",
             Status::Info => "INFO",
             Status::Skip => "SKIP",
+            Status::Behind => "BEHIND",
         })
     }
 }
@@ -97,8 +107,19 @@ impl Report {
     /// One line per check: `PASS loans: ...`.
     pub fn to_text(&self) -> String {
         let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        let status_width = self
+            .checks
+            .iter()
+            .map(|c| c.status.to_string().len())
+            .max()
+            .unwrap_or(0);
         self.checks.iter().fold(String::new(), |mut out, c| {
-            let _ = writeln!(out, "{} {:width$}  {}", c.status, c.name, c.details);
+            let status = c.status.to_string();
+            let _ = writeln!(
+                out,
+                "{status:status_width$} {:width$}  {}",
+                c.name, c.details
+            );
             out
         })
     }
@@ -123,12 +144,16 @@ impl Report {
 pub enum VerifyError {
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The file given with `--csv` cannot be opened or read.
+    #[error(transparent)]
+    Input(#[from] input::InputError),
 }
 
 impl ExitStatus for VerifyError {
     fn exit(&self) -> Exit {
         match self {
             VerifyError::Db(err) => err.exit(),
+            VerifyError::Input(err) => err.exit(),
         }
     }
 }
@@ -137,7 +162,8 @@ impl ExitStatus for VerifyError {
 enum Wanted<'a> {
     Loans,
     Gaps,
-    Csv(&'a Source),
+    /// The file, and its rows (or why it is not a valid extract).
+    Csv(&'a Source, Result<Vec<LoanRow>, input::InputError>),
     Snapshot,
     Freshness(Duration),
 }
@@ -147,7 +173,7 @@ impl Wanted<'_> {
         match self {
             Wanted::Loans => "loans",
             Wanted::Gaps => "gaps",
-            Wanted::Csv(_) => "csv",
+            Wanted::Csv(..) => "csv",
             Wanted::Snapshot => "snapshot",
             Wanted::Freshness(_) => "freshness",
         }
@@ -156,6 +182,15 @@ impl Wanted<'_> {
 
 /// Runs every check that applies.
 pub fn verify(options: &VerifyOptions) -> Result<Report, VerifyError> {
+    // The file is read before connecting: one that cannot be opened is the caller's mistake
+    // (status 66), not a check that failed. One that is not a valid extract fails the csv check.
+    let csv = match &options.csv {
+        Some(source) => match read_all(source) {
+            Err(err) if err.exit() == Exit::NoInput => return Err(err.into()),
+            rows => Some((source, rows)),
+        },
+        None => None,
+    };
     let mut client = db::connect(&options.db)?;
     let mut checks = vec![check_schema(&mut client)?];
     let schema_ok = checks[0].status == Status::Pass;
@@ -166,8 +201,8 @@ pub fn verify(options: &VerifyOptions) -> Result<Report, VerifyError> {
         .start()
         .map_err(DbError::query("starting a read-only transaction"))?;
     let mut wanted = vec![Wanted::Loans, Wanted::Gaps];
-    if let Some(source) = &options.csv {
-        wanted.push(Wanted::Csv(source));
+    if let Some((source, rows)) = csv {
+        wanted.push(Wanted::Csv(source, rows));
     }
     wanted.push(Wanted::Snapshot);
     if let Some(max_age) = options.max_age {
@@ -178,7 +213,7 @@ pub fn verify(options: &VerifyOptions) -> Result<Report, VerifyError> {
             match check {
                 Wanted::Loans => check_loans(&mut tx)?,
                 Wanted::Gaps => check_gaps(&mut tx, options.no_gaps)?,
-                Wanted::Csv(source) => check_csv(&mut tx, source)?,
+                Wanted::Csv(source, rows) => check_csv(&mut tx, source, rows)?,
                 Wanted::Snapshot => check_snapshot(&mut tx)?,
                 Wanted::Freshness(max_age) => check_freshness(&mut tx, max_age)?,
             }
@@ -312,8 +347,12 @@ fn check_gaps(tx: &mut Transaction<'_>, no_gaps: bool) -> Result<Check, DbError>
     ))
 }
 
-fn check_csv(tx: &mut Transaction<'_>, source: &Source) -> Result<Check, DbError> {
-    let file = match read_all(source) {
+fn check_csv(
+    tx: &mut Transaction<'_>,
+    source: &Source,
+    rows: Result<Vec<LoanRow>, input::InputError>,
+) -> Result<Check, DbError> {
+    let file = match rows {
         Ok(rows) => rows,
         Err(err) => {
             let first = err
@@ -514,8 +553,16 @@ fn show(value: Option<f64>) -> String {
 fn check_snapshot(tx: &mut Transaction<'_>) -> Result<Check, DbError> {
     let newest = tx
         .query_opt(
-            "SELECT id, to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
-               FROM rollup_runs WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1",
+            &format!(
+                "SELECT r.id,
+                        to_char(r.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                        r.source_fingerprint,
+                        r.source_fingerprint IS NOT DISTINCT FROM f.fingerprint
+                   FROM rollup_runs AS r, ({LOANS_FINGERPRINT_SQL}) AS f
+                  WHERE r.status = 'succeeded'
+                  ORDER BY r.id DESC
+                  LIMIT 1"
+            ),
             &[],
         )
         .map_err(DbError::query("finding the newest snapshot"))?;
@@ -526,22 +573,162 @@ fn check_snapshot(tx: &mut Transaction<'_>) -> Result<Check, DbError> {
             "no successful rollup run yet",
         ));
     };
-    let (run_id, finished): (i64, String) = (newest.get(0), newest.get(1));
+    let (run_id, finished, fingerprint, current): (i64, String, Option<String>, bool) =
+        (newest.get(0), newest.get(1), newest.get(2), newest.get(3));
     let mut diff = Differences::default();
-    let walk = compare_with_loans(tx, run_id, &mut diff)?;
-    let (rows, days) = (walk.snapshot_rows, walk.days);
-    Ok(if diff.is_empty() {
-        Check::new(
+    if current {
+        let walk = compare_with_loans(tx, run_id, &mut diff)?;
+        let (rows, days) = (walk.snapshot_rows, walk.days);
+        return Ok(if diff.is_empty() {
+            Check::new(
+                "snapshot",
+                Status::Pass,
+                format!(
+                    "run {run_id} ({finished}): {rows} rows, one created_at, every value matches \
+                     a recomputation from loans ({days} days)"
+                ),
+            )
+        } else {
+            Check::new("snapshot", Status::Fail, format!("run {run_id}: {diff}"))
+        });
+    }
+    // `loans` changed after the run read it. The snapshot carries the counts it was made from;
+    // if they are exactly what the run recorded reading, recompute from them instead.
+    let own = compare_with_own_counts(tx, run_id, &mut diff)?;
+    if fingerprint.as_deref() != Some(own.fingerprint.as_str()) {
+        diff.add(
+            "whose counts are not the loans the run recorded reading",
+            "its fingerprint differs".to_owned(),
+        );
+    }
+    if !diff.is_empty() {
+        return Ok(Check::new(
             "snapshot",
-            Status::Pass,
-            format!(
-                "run {run_id} ({finished}): {rows} rows, one created_at, every value matches a \
-                 recomputation from loans ({days} days)"
-            ),
+            Status::Fail,
+            format!("run {run_id}: {diff}"),
+        ));
+    }
+    let changed = days_changed_since(tx, run_id)?;
+    Ok(Check::new(
+        "snapshot",
+        Status::Behind,
+        format!(
+            "run {run_id} ({finished}) was made before the latest change to loans ({changed} \
+             days differ now); it matches a recomputation from the loans it was made from ({} \
+             rows, one created_at). The next rollup run brings it up to date.",
+            own.rows
+        ),
+    ))
+}
+
+/// What a walk over a snapshot alone found.
+struct OwnWalk {
+    rows: u64,
+    /// The SHA-256 of its counts, written as the rollup writes the fingerprint of `loans`.
+    fingerprint: String,
+}
+
+/// Walks snapshot `run_id` in date order, recomputing each day from the snapshot's own counts,
+/// and hashes those counts the way the rollup fingerprints `loans`.
+fn compare_with_own_counts(
+    tx: &mut Transaction<'_>,
+    run_id: i64,
+    diff: &mut Differences,
+) -> Result<OwnWalk, DbError> {
+    let context = "reading the snapshot";
+    let mut rows = tx
+        .query_raw(
+            "SELECT date_of_repayment, number_of_loans, defaults, liquidations,
+                    liquidation_to_default_ratio::text, ratio_rolling_avg_7d::text,
+                    rolling_window_days, created_at
+               FROM default_liquidation_rolling_avg_hist
+              WHERE run_id = $1
+              ORDER BY date_of_repayment",
+            [&run_id],
         )
-    } else {
-        Check::new("snapshot", Status::Fail, format!("run {run_id}: {diff}"))
-    })
+        .map_err(DbError::query(context))?;
+    let mut recompute = Recompute::default();
+    let mut hasher = Sha256::new();
+    let mut walk = OwnWalk {
+        rows: 0,
+        fingerprint: String::new(),
+    };
+    let mut stamp: Option<chrono::DateTime<chrono::Utc>> = None;
+    while let Some(r) = rows.next().map_err(DbError::query(context))? {
+        let row = LoanRow {
+            date: r.get(0),
+            number_of_loans: r.get(1),
+            defaults: r.get(2),
+            liquidations: r.get(3),
+        };
+        if walk.rows > 0 {
+            hasher.update(b"\n");
+        }
+        hasher.update(
+            format!(
+                "{},{},{},{}",
+                row.date, row.number_of_loans, row.defaults, row.liquidations
+            )
+            .as_bytes(),
+        );
+        walk.rows += 1;
+        let created_at: chrono::DateTime<chrono::Utc> = r.get(7);
+        if *stamp.get_or_insert(created_at) != created_at {
+            diff.add("with another created_at", row.date.to_string());
+        }
+        let expected = recompute.next(&row);
+        compare_values(&r, 4, &expected, diff);
+    }
+    walk.fingerprint = migrations::hex(&hasher.finalize());
+    Ok(walk)
+}
+
+/// Days whose counts differ between `loans` now and snapshot `run_id`, added and removed days
+/// included.
+fn days_changed_since(tx: &mut Transaction<'_>, run_id: i64) -> Result<i64, DbError> {
+    Ok(tx
+        .query_one(
+            "SELECT count(*)
+               FROM loans AS l
+               FULL JOIN (SELECT * FROM default_liquidation_rolling_avg_hist WHERE run_id = $1) AS h
+                         USING (date_of_repayment)
+              WHERE (l.number_of_loans, l.defaults, l.liquidations)
+                    IS DISTINCT FROM (h.number_of_loans, h.defaults, h.liquidations)",
+            &[&run_id],
+        )
+        .map_err(DbError::query(
+            "counting the days loans changed since the snapshot",
+        ))?
+        .get(0))
+}
+
+/// Compares a snapshot row's ratio, mean and window (columns `first`, `first + 1`, `first + 2`,
+/// the numerics as text) with the recomputation.
+fn compare_values(r: &postgres::Row, first: usize, expected: &Expected, diff: &mut Differences) {
+    let date = expected.date;
+    let parse = |i: usize| {
+        r.get::<_, Option<String>>(i)
+            .and_then(|t| t.parse::<f64>().ok())
+    };
+    let (ratio, avg, window): (Option<f64>, Option<f64>, i32) =
+        (parse(first), parse(first + 1), r.get(first + 2));
+    if !close(ratio, expected.ratio) {
+        diff.add(
+            "with another ratio",
+            format!("{date} ({} != {})", show(ratio), show(expected.ratio)),
+        );
+    }
+    if !close(avg, expected.rolling_avg) || window != expected.window_days {
+        diff.add(
+            "with another rolling average",
+            format!(
+                "{date} ({} over {window} days != {} over {} days)",
+                show(avg),
+                show(expected.rolling_avg),
+                expected.window_days
+            ),
+        );
+    }
 }
 
 /// What one walk over `loans` and a snapshot counted.
@@ -616,28 +803,7 @@ fn compare_with_loans(
             diff.add("with other counts than loans", date.to_string());
             continue;
         }
-        let parse = |i: usize| {
-            r.get::<_, Option<String>>(i)
-                .and_then(|t| t.parse::<f64>().ok())
-        };
-        let (ratio, avg, window): (Option<f64>, Option<f64>, i32) = (parse(7), parse(8), r.get(9));
-        if !close(ratio, expected.ratio) {
-            diff.add(
-                "with another ratio",
-                format!("{date} ({} != {})", show(ratio), show(expected.ratio)),
-            );
-        }
-        if !close(avg, expected.rolling_avg) || window != expected.window_days {
-            diff.add(
-                "with another rolling average",
-                format!(
-                    "{date} ({} over {window} days != {} over {} days)",
-                    show(avg),
-                    show(expected.rolling_avg),
-                    expected.window_days
-                ),
-            );
-        }
+        compare_values(&r, 7, &expected, diff);
     }
     Ok(walk)
 }

@@ -44,7 +44,10 @@ pub struct DbConfig {
 /// A setting that cannot be used; reported before anything touches the network.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("the database URL is not valid: {0}")]
+    #[error(
+        "the database URL is not valid: {0} (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE, \
+         with ?name=value options, or libpq's key=value form)"
+    )]
     InvalidUrl(String),
     #[error("PGPORT is not a port number: {0:?}")]
     InvalidPort(String),
@@ -72,9 +75,7 @@ impl DbArgs {
         let var = |name: &str| env(name).filter(|value| !value.is_empty());
         let mut pg = match &self.database_url {
             Some(url) => {
-                let mut pg: postgres::Config = url
-                    .parse()
-                    .map_err(|err: postgres::Error| ConfigError::InvalidUrl(err.to_string()))?;
+                let mut pg = parse_url(url)?;
                 // libpq also falls back to PGPASSWORD when the URL carries no password.
                 if pg.get_password().is_none() {
                     if let Some(password) = var("PGPASSWORD") {
@@ -123,6 +124,27 @@ impl DbConfig {
         }
         .validate_with(application_name, |_| None)
     }
+}
+
+/// Parses a URL or key=value string, saying which part is wrong; the text itself is never
+/// repeated, since it may hold a password.
+fn parse_url(url: &str) -> Result<postgres::Config, ConfigError> {
+    if let Some((scheme, _)) = url.split_once("://") {
+        if !matches!(scheme, "postgres" | "postgresql") {
+            return Err(ConfigError::InvalidUrl(format!(
+                "the scheme is {scheme:?}; it must be postgresql or postgres"
+            )));
+        }
+    }
+    url.parse().map_err(|err: postgres::Error| {
+        // "invalid connection string: invalid value for option `port`": the second half names
+        // the part.
+        let text = crate::db::explain(&err);
+        let part = text
+            .strip_prefix("invalid connection string: ")
+            .unwrap_or(&text);
+        ConfigError::InvalidUrl(part.to_owned())
+    })
 }
 
 fn from_libpq_env(var: &impl Fn(&str) -> Option<String>) -> Result<postgres::Config, ConfigError> {
@@ -290,7 +312,24 @@ mod tests {
         let err = args(Some("postgresql://h:notaport/d"))
             .validate_with("t", env(&[]))
             .unwrap_err();
-        assert!(matches!(err, ConfigError::InvalidUrl(_)), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("the database URL is not valid: invalid value for option `port` ("),
+            "{err}"
+        );
+        let err = args(Some("postgresql://u:s3cret@h/d?sslmod=require"))
+            .validate_with("t", env(&[]))
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown option `sslmod`"), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let err = args(Some("mysql://u@h/d"))
+            .validate_with("t", env(&[]))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the scheme is \"mysql\"; it must be postgresql or postgres"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -25,6 +25,22 @@ macro_rules! rollup_file {
     };
 }
 
+/// The SHA-256 of the `loans` rows a run reads, as one query: each day as
+/// `date,number_of_loans,defaults,liquidations`, in date order, joined by line feeds. Equal
+/// fingerprints (and rollup versions) mean equal snapshots; `loans-verify` uses it to tell a
+/// snapshot that is behind `loans` from one that is wrong.
+macro_rules! loans_fingerprint {
+    () => {
+        "SELECT encode(sha256(convert_to(coalesce(string_agg(
+               concat_ws(',', date_of_repayment, number_of_loans, defaults, liquidations),
+               E'\\n' ORDER BY date_of_repayment), ''), 'UTF8')), 'hex') AS fingerprint
+      FROM loans"
+    };
+}
+
+/// [`loans_fingerprint!`] as a query of its own.
+pub const LOANS_FINGERPRINT_SQL: &str = loans_fingerprint!();
+
 /// The definition, as shipped. Its version is recorded with every run.
 pub const ROLLUP_SQL: &str = include_str!(concat!("../sql/rollup/", rollup_file!()));
 
@@ -38,7 +54,9 @@ pub const STATEMENT_TIMEOUT: &str = "50s";
 /// out which snapshots retention will drop once this run succeeds: this run and the newest
 /// `$2 - 1` succeeded runs are kept (`$2` NULL keeps all); the runs to drop are the older
 /// succeeded runs that still have rows, bounded below by the oldest `run_id` in the table (one
-/// step down its primary key). Usually that is one run.
+/// step down its primary key). Usually that is one run. The count of snapshots kept counts only
+/// the kept runs that still have rows: an earlier run with a smaller `--keep` may have dropped
+/// some of them.
 const REGISTER_SQL: &str = "\
 WITH abandoned AS (
     UPDATE rollup_runs
@@ -62,7 +80,10 @@ kept AS (
 )
 SELECT run.id,
        (SELECT count(*) FROM abandoned),
-       (SELECT count(*) FROM kept) + 1,
+       (SELECT count(*)
+          FROM kept
+         WHERE EXISTS (SELECT 1 FROM default_liquidation_rolling_avg_hist AS h
+                        WHERE h.run_id = kept.id)) + 1,
        ARRAY(SELECT r.id
                FROM rollup_runs AS r
               WHERE $2 IS NOT NULL
@@ -113,10 +134,9 @@ dropped AS (
  RETURNING 1
 ),
 source AS (
-    SELECT encode(sha256(convert_to(coalesce(string_agg(
-               concat_ws(',', date_of_repayment, number_of_loans, defaults, liquidations),
-               E'\\n' ORDER BY date_of_repayment), ''), 'UTF8')), 'hex') AS fingerprint
-      FROM loans
+    ",
+    loans_fingerprint!(),
+    "
 ),
 previous AS (
     SELECT p.id, p.source_fingerprint, p.rollup_version

@@ -34,8 +34,9 @@ Examples:
     loans-rollup
   Keep a day of snapshots at one run a minute:
     loans-rollup --keep 1440
-  The crontab line (see crontab.example):
-    * * * * * loans-rollup >> /var/log/cron.log 2>&1
+  The crontab line: cron passes no environment, so the database settings come from a file
+  only you can read (see crontab.example):
+    * * * * * . \"$HOME/.config/loans.env\" && loans-rollup >> \"$HOME/loans-cron.log\" 2>&1
   Show the SQL a run sends, without connecting:
     loans-rollup --dry-run";
 
@@ -49,6 +50,7 @@ struct Cli {
         long,
         value_name = "N",
         env = "LOANS_ROLLUP_KEEP",
+        hide_env_values = true,
         default_value_t = 60
     )]
     keep: u32,

@@ -183,6 +183,12 @@ fn retention_keeps_the_newest_snapshots() {
         .args(["--keep", "3"])
         .expect(0)
         .assert_stderr_has("3 snapshots kept (1 dropped)");
+    // A larger --keep counts the snapshots that exist, not the runs that succeeded: runs 4 to 6
+    // and this one.
+    rollup(&db)
+        .args(["--keep", "10"])
+        .expect(0)
+        .assert_stderr_has("4 snapshots kept (0 dropped)");
     // --keep 0 keeps everything from here on.
     for _ in 0..2 {
         rollup(&db)
@@ -193,11 +199,11 @@ fn retention_keeps_the_newest_snapshots() {
     assert_eq!(
         db.scalar("SELECT count(DISTINCT run_id) FROM default_liquidation_rolling_avg_hist")
             .unwrap(),
-        "5"
+        "6"
     );
     assert_eq!(
         db.scalar("SELECT count(*) FROM rollup_runs").unwrap(),
-        "8",
+        "9",
         "run history is kept"
     );
 }
@@ -373,7 +379,12 @@ fn help_lists_exit_statuses() {
         "--dry-run",
         "Examples:",
         "75  another run holds the lock",
+        "[env: LOANS_ROLLUP_KEEP]",
     ] {
         assert!(out.stdout.contains(needle), "{needle:?} missing\n{out}");
     }
+    assert!(
+        !out.stdout.contains("=]"),
+        "an unset variable is shown with an empty value\n{out}"
+    );
 }

@@ -44,7 +44,7 @@ Examples:
 enum Format {
     /// One line per check.
     Text,
-    /// One JSON object: {\"ok\": bool, \"checks\": [{\"name\", \"status\", \"details\"}]}.
+    /// One JSON object: {"ok": bool, "checks": [{"name", "status", "details"}]}.
     Json,
 }
 
