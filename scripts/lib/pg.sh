@@ -6,6 +6,7 @@
 #                                  TCP connections need it (scram-sha-256) and it is the
 #                                  superuser's; otherwise trust. fsync is off unless PG_DURABLE=1.
 #   pg_stop DIR                    stop it (the folder is left for the caller to remove)
+#   pg_running DIR                 true when DIR's cluster is running
 #   pg_psql DIR DB -c SQL          psql as the superuser over the cluster's socket
 # initdb and postgres refuse to run as root, so as root they run as the `postgres` user.
 # It sources tools.sh, for as_root and apt_install.
@@ -97,6 +98,12 @@ pg_start() {
   done
   cat "$dir/server.log" >&2
   return 1
+}
+
+pg_running() {
+  local dir=$1 bin
+  bin=$(pg_bindir) || return 1
+  [ -f "$dir/data/postmaster.pid" ] && pg_as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1
 }
 
 pg_stop() {
