@@ -519,7 +519,7 @@ impl Fields {
     }
 }
 
-/// A set of dates of years 1 to 9999, one bit each: 457 KiB at most, whatever the file's size.
+/// A set of dates of years 1 to 9999, one bit each: 446 KiB at most, whatever the file's size.
 #[derive(Debug, Default)]
 struct DateSet {
     bits: Vec<u64>,
@@ -695,6 +695,17 @@ fn shorten(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_date_set_is_446_kib_and_holds_the_first_and_last_day() {
+        let mut set = super::DateSet::default();
+        let first = chrono::NaiveDate::from_ymd_opt(1, 1, 1).unwrap();
+        let last = chrono::NaiveDate::from_ymd_opt(9999, 12, 31).unwrap();
+        assert!(set.insert(first) && set.insert(last));
+        assert!(!set.insert(first) && !set.insert(last));
+        let bytes = set.bits.len() * 8;
+        assert_eq!(bytes.div_ceil(1024), 446, "{bytes} bytes");
+    }
+
     use super::*;
 
     fn date(y: i32, m: u32, d: u32) -> NaiveDate {

@@ -22,7 +22,8 @@ beyond --keep, and marks the run succeeded in `rollup_runs`. A failed run is rec
 with its error; a killed one is marked abandoned by the next run. Either way the previous
 snapshot stays, and the view `default_liquidation_rolling_avg` keeps showing the newest good one.
 
-It prints nothing on stdout; it logs exactly one line per run on stderr, for cron.log.
+It prints nothing on stdout. It logs one line per run on stderr, for cron.log (a run that applies a
+migration or fails logs a line for that too).
 
 For each day d: liquidation_to_default_ratio = liquidations / defaults (NULL when defaults = 0);
 ratio_rolling_avg_7d = the mean of the non-NULL ratios of the calendar days d-7 .. d-1 (NULL when
