@@ -55,10 +55,19 @@ fn print_result(text: &str) -> io::Result<()> {
     stdout.flush()
 }
 
-/// Reports `err` on stderr and returns the status it maps to.
+/// Reports `err` on stderr, its first line ending with the status it maps to (so each failed run
+/// in cron.log says how it ended, still on one line), and returns that status.
 pub fn fail<E: Display + crate::exit::ExitStatus>(err: &E) -> std::process::ExitCode {
-    report_error(err);
-    err.exit().into()
+    let exit = err.exit();
+    let text = err.to_string();
+    let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    let mut shown = format!("{first} (exit status {})", exit.code());
+    if !rest.is_empty() {
+        shown.push('\n');
+        shown.push_str(rest);
+    }
+    report_error(&shown);
+    exit.into()
 }
 
 /// Prints `text` as the run's result and returns the status to exit with: 0, also when the reader

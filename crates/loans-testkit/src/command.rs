@@ -162,7 +162,8 @@ impl fmt::Debug for Output {
 
 /// Runs `program` with `args` against a closed port, with a password in the URL, and checks what
 /// every tool must do when the database cannot be reached: status 69 within seconds, one line on
-/// stderr naming host and port, no password, no panic, nothing on stdout.
+/// stderr naming host and port and ending with the status, no password, no panic, nothing on
+/// stdout.
 pub fn assert_unreachable_database(program: &str, args: &[&str]) -> Output {
     let port = crate::cluster::free_port();
     let url = format!("postgresql://loans:hunter2@127.0.0.1:{port}/loans");
@@ -173,7 +174,8 @@ pub fn assert_unreachable_database(program: &str, args: &[&str]) -> Output {
     assert!(out.elapsed < Duration::from_secs(10), "too slow\n{out}");
     out.assert_stderr_has(&format!(
         "cannot connect to PostgreSQL at 127.0.0.1:{port} database loans user loans"
-    ));
+    ))
+    .assert_stderr_has("(exit status 69)");
     assert!(
         !out.stderr.contains("hunter2") && !out.stderr.contains("panicked"),
         "{out}"
