@@ -1,6 +1,7 @@
 // Logs in to Adminer in headless Chromium the way a person would, with the values the README
-// gives, and checks that the rollup's snapshot table and view are there with rows in them.
-// Screenshots go to $SHOTS. Run by scripts/test-adminer; exits non-zero with a reason on failure.
+// gives, and checks that a wrong password is refused and that the rollup's snapshot table and
+// view are there with rows in them.
+// Screenshots go to $SHOTS. Run by scripts/test-compose; exits non-zero with a reason on failure.
 import { chromium } from "playwright-core";
 
 const need = (name) => {
@@ -32,18 +33,27 @@ const browser = await chromium.launch({
 let failed = false;
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  await page.goto(url);
-  await page.screenshot({ path: `${shots}/1-login.png` });
+  // Fills the login form as a person would; the System drop-down shows names ("PostgreSQL"),
+  // so it is chosen by what a person reads.
+  const logIn = async (password) => {
+    await page.goto(url);
+    await page.selectOption('select[name="auth[driver]"]', { label: login.system });
+    await page.fill('input[name="auth[server]"]', login.server);
+    await page.fill('input[name="auth[username]"]', login.username);
+    await page.fill('input[name="auth[password]"]', password);
+    await page.fill('input[name="auth[db]"]', login.database);
+    await Promise.all([page.waitForLoadState("load"), page.click('input[type="submit"]')]);
+    return page.locator(".error").allTextContents();
+  };
 
-  // The System drop-down shows names ("PostgreSQL"); choose by what a person reads.
-  await page.selectOption('select[name="auth[driver]"]', { label: login.system });
-  await page.fill('input[name="auth[server]"]', login.server);
-  await page.fill('input[name="auth[username]"]', login.username);
-  await page.fill('input[name="auth[password]"]', login.password);
-  await page.fill('input[name="auth[db]"]', login.database);
-  await Promise.all([page.waitForLoadState("load"), page.click('input[type="submit"]')]);
+  // A wrong password must be refused, and say so.
+  const refused = await logIn(`${login.password}-wrong`);
+  await page.screenshot({ path: `${shots}/0-wrong-password.png` });
+  if (!refused.length) throw new Error("Adminer accepted a wrong password");
+  console.log(`adminer: a wrong password is refused: ${refused.join(" ").trim()}`);
 
-  const error = await page.locator(".error").allTextContents();
+  const error = await logIn(login.password);
+  await page.screenshot({ path: `${shots}/1-logged-in.png` });
   if (error.length) throw new Error(`Adminer refused the login: ${error.join(" ")}`);
   await page.getByRole("link", { name: "default_liquidation_rolling_avg_hist", exact: true }).first().waitFor();
   await page.screenshot({ path: `${shots}/2-tables.png`, fullPage: true });
@@ -52,9 +62,10 @@ try {
     ["default_liquidation_rolling_avg_hist", "3-hist.png"],
     ["default_liquidation_rolling_avg", "4-view.png"],
   ]) {
-    // "select" is the link a person clicks to see a table's rows.
+    // "select" is the link a person clicks to see a table's rows; the name must end the link, or
+    // the view's name would also match the table whose name starts with it.
     const href = await page
-      .locator(`a[href*="select=${table}"]`)
+      .locator(`a[href$="select=${table}"]`)
       .first()
       .getAttribute("href");
     if (!href) throw new Error(`no link to the rows of ${table}`);
@@ -67,6 +78,8 @@ try {
       if (!text.includes(column)) throw new Error(`${table}: column ${column} is not shown`);
     }
     if (!/\b20\d\d-\d\d-\d\d\b/.test(text)) throw new Error(`${table}: no dates among the rows`);
+    const heading = await page.locator("h2").first().innerText();
+    if (heading.trim() !== `Select: ${table}`) throw new Error(`${table}: the page shows "${heading}"`);
     await page.screenshot({ path: `${shots}/${shot}`, fullPage: false });
     console.log(`adminer: ${table}: ${count} rows on the first page; screenshot ${shots}/${shot}`);
   }
