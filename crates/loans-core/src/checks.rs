@@ -5,9 +5,10 @@
 //! than being repeated. The schema is checked first; every check after it reads one consistent
 //! state (a read-only, repeatable-read transaction). Nothing is ever written.
 //!
-//! A snapshot made before the latest change to `loans` is *behind*, not wrong: it is checked
-//! against the counts it was made from (which it carries, and which must hash to the fingerprint
-//! its run recorded), and reported as BEHIND, which is not a failure.
+//! A snapshot made before the latest change to `loans` is *behind*, not wrong: its figures are
+//! recomputed from the counts it carries, it may differ from `loans` only on days the change log
+//! (`loans_changes`) says changed since, and it is reported as BEHIND, which is not a failure.
+//! An older snapshot (`--run N`) is checked the same way against its own counts.
 
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
@@ -17,14 +18,12 @@ use chrono::NaiveDate;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{IsolationLevel, Transaction};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::config::DbConfig;
 use crate::db::{self, DbError};
 use crate::exit::{Exit, ExitStatus};
 use crate::input::{self, LoanRow, Source};
 use crate::migrations;
-use crate::rollup::LOANS_FINGERPRINT_SQL;
 
 /// Relative tolerance when comparing the snapshot's numerics with the recomputation.
 pub const TOLERANCE: f64 = 1e-9;
@@ -42,6 +41,8 @@ pub struct VerifyOptions {
     pub no_gaps: bool,
     /// The newest successful rollup must be at most this old.
     pub max_age: Option<Duration>,
+    /// Check this run's snapshot instead of the newest.
+    pub run: Option<i64>,
 }
 
 /// A check's verdict.
@@ -214,7 +215,7 @@ pub fn verify(options: &VerifyOptions) -> Result<Report, VerifyError> {
                 Wanted::Loans => check_loans(&mut tx)?,
                 Wanted::Gaps => check_gaps(&mut tx, options.no_gaps)?,
                 Wanted::Csv(source, rows) => check_csv(&mut tx, source, rows)?,
-                Wanted::Snapshot => check_snapshot(&mut tx)?,
+                Wanted::Snapshot => check_snapshot(&mut tx, options.run)?,
                 Wanted::Freshness(max_age) => check_freshness(&mut tx, max_age)?,
             }
         } else {
@@ -550,33 +551,35 @@ fn show(value: Option<f64>) -> String {
     value.map_or_else(|| "NULL".to_owned(), |v| format!("{v}"))
 }
 
-fn check_snapshot(tx: &mut Transaction<'_>) -> Result<Check, DbError> {
-    let newest = tx
+fn check_snapshot(tx: &mut Transaction<'_>, run: Option<i64>) -> Result<Check, DbError> {
+    let found = tx
         .query_opt(
-            &format!(
-                "SELECT r.id,
-                        to_char(r.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                        r.source_fingerprint,
-                        r.source_fingerprint IS NOT DISTINCT FROM f.fingerprint
-                   FROM rollup_runs AS r, ({LOANS_FINGERPRINT_SQL}) AS f
-                  WHERE r.status = 'succeeded'
-                  ORDER BY r.id DESC
-                  LIMIT 1"
-            ),
-            &[],
+            "SELECT r.id,
+                    to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                    r.id = (SELECT max(id) FROM rollup_runs
+                             WHERE status = 'succeeded' AND created_at IS NOT NULL)
+               FROM rollup_runs AS r
+              WHERE r.status = 'succeeded' AND r.created_at IS NOT NULL
+                AND ($1::int8 IS NULL OR r.id = $1)
+              ORDER BY r.id DESC
+              LIMIT 1",
+            &[&run],
         )
-        .map_err(DbError::query("finding the newest snapshot"))?;
-    let Some(newest) = newest else {
-        return Ok(Check::new(
-            "snapshot",
-            Status::Fail,
-            "no successful rollup run yet",
-        ));
+        .map_err(DbError::query("finding the snapshot"))?;
+    let Some(found) = found else {
+        let why = match run {
+            Some(id) => format!("run {id} is not a snapshot kept (loans-rollup --keep)"),
+            None => "no successful rollup run yet".to_owned(),
+        };
+        return Ok(Check::new("snapshot", Status::Fail, why));
     };
-    let (run_id, finished, fingerprint, current): (i64, String, Option<String>, bool) =
-        (newest.get(0), newest.get(1), newest.get(2), newest.get(3));
+    let (run_id, created, newest): (i64, String, bool) = (found.get(0), found.get(1), found.get(2));
     let mut diff = Differences::default();
-    if current {
+    let pending: i64 = tx
+        .query_one("SELECT count(*) FROM loans_changes", &[])
+        .map_err(DbError::query("reading the changes not rolled up yet"))?
+        .get(0);
+    if newest && pending == 0 {
         let walk = compare_with_loans(tx, run_id, &mut diff)?;
         let (rows, days) = (walk.snapshot_rows, walk.days);
         return Ok(if diff.is_empty() {
@@ -584,7 +587,7 @@ fn check_snapshot(tx: &mut Transaction<'_>) -> Result<Check, DbError> {
                 "snapshot",
                 Status::Pass,
                 format!(
-                    "run {run_id} ({finished}): {rows} rows, one created_at, every value matches \
+                    "run {run_id} ({created}): {rows} rows, one created_at, every value matches \
                      a recomputation from loans ({days} days)"
                 ),
             )
@@ -592,13 +595,33 @@ fn check_snapshot(tx: &mut Transaction<'_>) -> Result<Check, DbError> {
             Check::new("snapshot", Status::Fail, format!("run {run_id}: {diff}"))
         });
     }
-    // `loans` changed after the run read it. The snapshot carries the counts it was made from;
-    // if they are exactly what the run recorded reading, recompute from them instead.
-    let own = compare_with_own_counts(tx, run_id, &mut diff)?;
-    if fingerprint.as_deref() != Some(own.fingerprint.as_str()) {
+    // An older run, or `loans` changed since the newest: the snapshot carries the counts it was
+    // made from, so its figures are recomputed from those.
+    let rows = compare_with_own_counts(tx, run_id, &mut diff)?;
+    if !newest {
+        return Ok(if diff.is_empty() {
+            Check::new(
+                "snapshot",
+                Status::Pass,
+                format!(
+                    "run {run_id} ({created}), not the newest: {rows} rows, one created_at, \
+                     every value matches a recomputation from the counts it holds"
+                ),
+            )
+        } else {
+            Check::new("snapshot", Status::Fail, format!("run {run_id}: {diff}"))
+        });
+    }
+    // The newest, behind `loans`: it may differ from `loans` only on the days changed since.
+    let (changed, unexplained, first) = days_changed_since(tx, run_id)?;
+    if unexplained > 0 {
         diff.add(
-            "whose counts are not the loans the run recorded reading",
-            "its fingerprint differs".to_owned(),
+            "with other counts than loans, outside the changes logged since the run",
+            format!(
+                "{} (and {} more)",
+                first.map_or_else(String::new, |d| d.to_string()),
+                unexplained - 1
+            ),
         );
     }
     if !diff.is_empty() {
@@ -608,33 +631,25 @@ fn check_snapshot(tx: &mut Transaction<'_>) -> Result<Check, DbError> {
             format!("run {run_id}: {diff}"),
         ));
     }
-    let changed = days_changed_since(tx, run_id)?;
     Ok(Check::new(
         "snapshot",
         Status::Behind,
         format!(
-            "run {run_id} ({finished}) was made before the latest change to loans ({changed} \
-             days differ now); it matches a recomputation from the loans it was made from ({} \
-             rows, one created_at). The next rollup run brings it up to date.",
-            own.rows
+            "run {run_id} ({created}) was made before the latest change to loans ({changed} \
+             days differ now, all of them logged for the next run); it matches a recomputation \
+             from the counts it was made from ({rows} rows, one created_at). The next rollup run \
+             brings it up to date."
         ),
     ))
 }
 
-/// What a walk over a snapshot alone found.
-struct OwnWalk {
-    rows: u64,
-    /// The SHA-256 of its counts, written as the rollup writes the fingerprint of `loans`.
-    fingerprint: String,
-}
-
-/// Walks snapshot `run_id` in date order, recomputing each day from the snapshot's own counts,
-/// and hashes those counts the way the rollup fingerprints `loans`.
+/// Walks snapshot `run_id` in date order, recomputing each day from the snapshot's own counts;
+/// returns its rows.
 fn compare_with_own_counts(
     tx: &mut Transaction<'_>,
     run_id: i64,
     diff: &mut Differences,
-) -> Result<OwnWalk, DbError> {
+) -> Result<u64, DbError> {
     let context = "reading the snapshot";
     let mut rows = tx
         .query_raw(
@@ -648,12 +663,9 @@ fn compare_with_own_counts(
         )
         .map_err(DbError::query(context))?;
     let mut recompute = Recompute::default();
-    let mut hasher = Sha256::new();
-    let mut walk = OwnWalk {
-        rows: 0,
-        fingerprint: String::new(),
-    };
+    let mut count = 0u64;
     let mut stamp: Option<chrono::DateTime<chrono::Utc>> = None;
+    let mut last: Option<NaiveDate> = None;
     while let Some(r) = rows.next().map_err(DbError::query(context))? {
         let row = LoanRow {
             date: r.get(0),
@@ -661,17 +673,12 @@ fn compare_with_own_counts(
             defaults: r.get(2),
             liquidations: r.get(3),
         };
-        if walk.rows > 0 {
-            hasher.update(b"\n");
+        count += 1;
+        if last == Some(row.date) {
+            diff.add("more than once", row.date.to_string());
+            continue;
         }
-        hasher.update(
-            format!(
-                "{},{},{},{}",
-                row.date, row.number_of_loans, row.defaults, row.liquidations
-            )
-            .as_bytes(),
-        );
-        walk.rows += 1;
+        last = Some(row.date);
         let created_at: chrono::DateTime<chrono::Utc> = r.get(7);
         if *stamp.get_or_insert(created_at) != created_at {
             diff.add("with another created_at", row.date.to_string());
@@ -679,27 +686,30 @@ fn compare_with_own_counts(
         let expected = recompute.next(&row);
         compare_values(&r, 4, &expected, diff);
     }
-    walk.fingerprint = migrations::hex(&hasher.finalize());
-    Ok(walk)
+    Ok(count)
 }
 
-/// Days whose counts differ between `loans` now and snapshot `run_id`, added and removed days
-/// included.
-fn days_changed_since(tx: &mut Transaction<'_>, run_id: i64) -> Result<i64, DbError> {
-    Ok(tx
+/// Days whose counts differ between `loans` now and snapshot `run_id` (added and removed days
+/// included); how many of them no logged change covers; the first of those.
+fn days_changed_since(
+    tx: &mut Transaction<'_>,
+    run_id: i64,
+) -> Result<(i64, i64, Option<NaiveDate>), DbError> {
+    let row = tx
         .query_one(
-            "SELECT count(*)
-               FROM loans AS l
-               FULL JOIN (SELECT * FROM default_liquidation_rolling_avg_hist WHERE run_id = $1) AS h
-                         USING (date_of_repayment)
-              WHERE (l.number_of_loans, l.defaults, l.liquidations)
-                    IS DISTINCT FROM (h.number_of_loans, h.defaults, h.liquidations)",
+            "SELECT count(*), count(*) FILTER (WHERE NOT covered), min(date_of_repayment) FILTER (WHERE NOT covered)
+               FROM (SELECT date_of_repayment,
+                            EXISTS (SELECT 1 FROM loans_changes AS c
+                                     WHERE date_of_repayment BETWEEN c.first_day AND c.last_day) AS covered
+                       FROM loans AS l
+                       FULL JOIN (SELECT * FROM default_liquidation_rolling_avg_hist WHERE run_id = $1) AS h
+                                 USING (date_of_repayment)
+                      WHERE (l.number_of_loans, l.defaults, l.liquidations)
+                            IS DISTINCT FROM (h.number_of_loans, h.defaults, h.liquidations)) AS d",
             &[&run_id],
         )
-        .map_err(DbError::query(
-            "counting the days loans changed since the snapshot",
-        ))?
-        .get(0))
+        .map_err(DbError::query("comparing the snapshot's counts with loans"))?;
+    Ok((row.get(0), row.get(1), row.get(2)))
 }
 
 /// Compares a snapshot row's ratio, mean and window (columns `first`, `first + 1`, `first + 2`,
@@ -767,11 +777,17 @@ fn compare_with_loans(
         snapshot_rows: 0,
     };
     let mut stamp: Option<chrono::DateTime<chrono::Utc>> = None;
+    let mut last: Option<NaiveDate> = None;
     while let Some(r) = joined
         .next()
         .map_err(DbError::query("comparing the snapshot with loans"))?
     {
         let date: NaiveDate = r.get(0);
+        if last == Some(date) {
+            diff.add("more than once", date.to_string());
+            continue;
+        }
+        last = Some(date);
         // Every day of loans goes through the recomputation, so a day missing from the snapshot
         // does not shift the windows of the days after it.
         let source = r.get::<_, Option<i32>>(1).map(|number_of_loans| LoanRow {

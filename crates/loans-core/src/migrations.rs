@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create_rollup",
         sql: include_str!("../sql/schema/V002__create_rollup.sql"),
     },
+    Migration {
+        version: 3,
+        name: "rollup_history",
+        sql: include_str!("../sql/schema/V003__rollup_history.sql"),
+    },
 ];
 
 /// Advisory lock key space of this project (`'loan'` in ASCII), and the key that serialises

@@ -1,16 +1,31 @@
-//! `loans-rollup`: one run of the per-minute job that writes a new timestamped snapshot of the
+//! `loans-rollup`: one run of the per-minute job that makes a new timestamped snapshot of the
 //! liquidation-to-default ratio and its 7-day rolling mean.
 //!
-//! The definition is the SQL file `sql/rollup/rolling_avg_v1.sql`; this module only wraps it:
-//! take the run lock without waiting, record the run, write the snapshot and drop old ones in one
-//! transaction, and mark the run succeeded. A run that fails is marked failed with its error; a
-//! run that dies is marked abandoned by the next one. Either way the previous snapshot stays.
+//! The definition is the SQL file `sql/rollup/rolling_avg_v2.sql`, a query over a range of days.
+//! A run costs what changed, not what exists:
+//! - triggers on `loans` log the range of days each statement changes in `loans_changes`;
+//! - a run takes those ranges and recomputes only the days they can reach (a change on day d
+//!   moves the means of d .. d+7), reading the week before them, and stores only the rows whose
+//!   figures differ, as new versions in `rollup_versions`; deleted days end their versions;
+//! - with nothing logged it recomputes nothing and only records itself: its snapshot is the
+//!   versions already current;
+//! - when the definition changes (a new file or checksum), or with `--full`, it recomputes every
+//!   day through the same file and stores the differences the same way.
+//!
+//! Each successful run is a snapshot with its own `created_at`; `default_liquidation_rolling_avg_hist`
+//! shows the versions valid at each run kept. Retention keeps the runs of a period (or a number of
+//! them) and deletes the runs before and the versions no kept run sees. A run takes the run lock
+//! without waiting, records itself, does its work in one repeatable-read transaction (so what it
+//! takes from the log and what it reads of `loans` agree, and changes committed meanwhile wait for
+//! the next run), and is marked failed with its error if that fails; a run that dies is marked
+//! abandoned by the next one. Either way the previous snapshot stays.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use postgres::Client;
-use postgres::types::Type;
+use chrono::NaiveDate;
+use postgres::types::{Date, Type};
+use postgres::{Client, IsolationLevel, Transaction};
 
 use crate::config::DbConfig;
 use crate::db::{self, DbError};
@@ -21,25 +36,9 @@ use crate::migrations::{self, LOCK_SPACE, MigrationError, ROLLUP_LOCK};
 /// one line.
 macro_rules! rollup_file {
     () => {
-        "rolling_avg_v1.sql"
+        "rolling_avg_v2.sql"
     };
 }
-
-/// The SHA-256 of the `loans` rows a run reads, as one query: each day as
-/// `date,number_of_loans,defaults,liquidations`, in date order, joined by line feeds. Equal
-/// fingerprints (and rollup versions) mean equal snapshots; `loans-verify` uses it to tell a
-/// snapshot that is behind `loans` from one that is wrong.
-macro_rules! loans_fingerprint {
-    () => {
-        "SELECT encode(sha256(convert_to(coalesce(string_agg(
-               concat_ws(',', date_of_repayment, number_of_loans, defaults, liquidations),
-               E'\\n' ORDER BY date_of_repayment), ''), 'UTF8')), 'hex') AS fingerprint
-      FROM loans"
-    };
-}
-
-/// [`loans_fingerprint!`] as a query of its own.
-pub const LOANS_FINGERPRINT_SQL: &str = loans_fingerprint!();
 
 /// The definition, as shipped. Its version is recorded with every run.
 pub const ROLLUP_SQL: &str = include_str!(concat!("../sql/rollup/", rollup_file!()));
@@ -47,16 +46,13 @@ pub const ROLLUP_SQL: &str = include_str!(concat!("../sql/rollup/", rollup_file!
 /// The file's name, for messages and tests.
 pub const ROLLUP_FILE: &str = rollup_file!();
 
-/// Cron starts a run a minute; one that takes longer than this is stuck, not slow.
+/// Cron starts a run a minute; a statement that takes longer than this is stuck, not slow.
 pub const STATEMENT_TIMEOUT: &str = "50s";
 
-/// Records the run before the work starts, settles runs that died before finishing, and works
-/// out which snapshots retention will drop once this run succeeds: this run and the newest
-/// `$2 - 1` succeeded runs are kept (`$2` NULL keeps all); the runs to drop are the older
-/// succeeded runs that still have rows, bounded below by the oldest `run_id` in the table (one
-/// step down its primary key). Usually that is one run. The count of snapshots kept counts only
-/// the kept runs that still have rows: an earlier run with a smaller `--keep` may have dropped
-/// some of them.
+/// How long snapshots are kept unless told otherwise: 30 days.
+pub const DEFAULT_KEEP: &str = "30d";
+
+/// Records the run before the work starts and settles runs that died before finishing.
 const REGISTER_SQL: &str = "\
 WITH abandoned AS (
     UPDATE rollup_runs
@@ -70,97 +66,138 @@ run AS (
     INSERT INTO rollup_runs (started_at, status, rollup_version)
     VALUES (now(), 'running', $1)
  RETURNING id
-),
-kept AS (
-    SELECT id
-      FROM rollup_runs
-     WHERE status = 'succeeded'
-     ORDER BY id DESC
-     LIMIT $2 - 1
 )
-SELECT run.id,
-       (SELECT count(*) FROM abandoned),
-       (SELECT count(*)
-          FROM kept
-         WHERE EXISTS (SELECT 1 FROM default_liquidation_rolling_avg_hist AS h
-                        WHERE h.run_id = kept.id)) + 1,
-       ARRAY(SELECT r.id
-               FROM rollup_runs AS r
-              WHERE $2 IS NOT NULL
-                AND r.status = 'succeeded'
-                AND r.id < coalesce((SELECT min(id) FROM kept), run.id)
-                AND r.id >= (SELECT h.run_id
-                               FROM default_liquidation_rolling_avg_hist AS h
-                              ORDER BY h.run_id
-                              LIMIT 1)
-              ORDER BY r.id)
-  FROM run";
+SELECT run.id, (SELECT count(*) FROM abandoned) FROM run";
 
-/// The run's work, as one statement in one transaction: write the snapshot for run `$1`,
-/// delete the snapshots of the runs `$2`, and mark the run succeeded, returning the previous
-/// successful run and whether its result was the same.
-///
-/// Every row of the snapshot gets one `created_at`, later than the newest snapshot's even if the
-/// clock went back. The fingerprint of `loans` is read by the same statement, so it describes
-/// exactly the rows the snapshot was made from. Retention names the runs to drop rather than
-/// `run_id < cutoff`: with ids that grow every minute the table's statistics are always behind,
-/// and a range made the planner scan every snapshot instead of walking the primary key.
-const SNAPSHOT_SQL: &str = concat!(
-    "\
-WITH stamp AS (
-    SELECT greatest(now(), (SELECT h.created_at + interval '1 microsecond'
-                              FROM default_liquidation_rolling_avg_hist AS h
-                             ORDER BY h.run_id DESC
-                             LIMIT 1)) AS created_at
+/// The first statement of a run's transaction: takes the ranges logged since the last run (the
+/// rows this transaction's snapshot sees; later ones stay for the next run) and finds the
+/// previous successful run. Returns that run, whether the definition changed since it, and the
+/// days to recompute: from the first changed day to the last one plus 7.
+const PLAN_SQL: &str = "\
+WITH taken AS (
+    DELETE FROM loans_changes RETURNING first_day, last_day
 ),
-written AS (
-    INSERT INTO default_liquidation_rolling_avg_hist
-           (run_id, created_at, date_of_repayment, number_of_loans, defaults, liquidations,
-            liquidation_to_default_ratio, ratio_rolling_avg_7d, rolling_window_days)
-    SELECT $1, stamp.created_at, r.date_of_repayment, r.number_of_loans, r.defaults,
-           r.liquidations, r.liquidation_to_default_ratio, r.ratio_rolling_avg_7d,
-           r.rolling_window_days
-      FROM stamp,
-           (
+previous AS (
+    SELECT id, rollup_version
+      FROM rollup_runs
+     WHERE status = 'succeeded' AND id < $1
+     ORDER BY id DESC
+     LIMIT 1
+)
+SELECT (SELECT id FROM previous),
+       (SELECT rollup_version FROM previous) IS DISTINCT FROM $2,
+       (SELECT min(first_day) FROM taken),
+       (SELECT max(last_day) FROM taken) + 7";
+
+/// Recomputes the days from `$1` to `$2` with the definition and stores the differences for run
+/// `$3`: the current versions in the range that the recomputation no longer gives (other
+/// figures, or a day gone from `loans`) end at this run; the recomputed rows that are not
+/// current already become versions from this run. Returns how many were added and ended.
+const APPLY_SQL: &str = concat!(
+    "\
+WITH computed AS (
 ",
     include_str!(concat!("../sql/rollup/", rollup_file!())),
     "
-           ) AS r
+),
+current AS (
+    SELECT *
+      FROM rollup_versions
+     WHERE valid_to IS NULL AND date_of_repayment BETWEEN $1::date AND $2::date
+),
+ended AS (
+    UPDATE rollup_versions AS v
+       SET valid_to = $3
+      FROM current AS c
+     WHERE v.date_of_repayment = c.date_of_repayment
+       AND v.valid_from = c.valid_from
+       AND NOT EXISTS (
+           SELECT 1
+             FROM computed AS n
+            WHERE n.date_of_repayment = c.date_of_repayment
+              AND (n.number_of_loans, n.defaults, n.liquidations, n.liquidation_to_default_ratio,
+                   n.ratio_rolling_avg_7d, n.rolling_window_days)
+                  IS NOT DISTINCT FROM
+                  (c.number_of_loans, c.defaults, c.liquidations, c.liquidation_to_default_ratio,
+                   c.ratio_rolling_avg_7d, c.rolling_window_days))
  RETURNING 1
 ),
-dropped AS (
-    DELETE FROM default_liquidation_rolling_avg_hist
-     WHERE run_id = ANY ($2)
+added AS (
+    INSERT INTO rollup_versions
+           (date_of_repayment, valid_from, number_of_loans, defaults, liquidations,
+            liquidation_to_default_ratio, ratio_rolling_avg_7d, rolling_window_days)
+    SELECT n.date_of_repayment, $3, n.number_of_loans, n.defaults, n.liquidations,
+           n.liquidation_to_default_ratio, n.ratio_rolling_avg_7d, n.rolling_window_days
+      FROM computed AS n
+     WHERE NOT EXISTS (
+           SELECT 1
+             FROM current AS c
+            WHERE c.date_of_repayment = n.date_of_repayment
+              AND (n.number_of_loans, n.defaults, n.liquidations, n.liquidation_to_default_ratio,
+                   n.ratio_rolling_avg_7d, n.rolling_window_days)
+                  IS NOT DISTINCT FROM
+                  (c.number_of_loans, c.defaults, c.liquidations, c.liquidation_to_default_ratio,
+                   c.ratio_rolling_avg_7d, c.rolling_window_days))
+ RETURNING 1
+)
+SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM ended)"
+);
+
+/// The last statement of a run's transaction: marks run `$1` succeeded with `$2` rows changed and
+/// its snapshot time, later than every earlier snapshot's even if the clock went back, and
+/// applies retention. The oldest run kept is the `$3`-th newest successful one (this run
+/// counted), or the oldest successful one made within `$4` of now; with neither, all are kept.
+/// The runs before it go, and so do the versions that ended at or before it, which no kept run
+/// sees. Returns the snapshots kept and the successful runs dropped.
+const FINISH_SQL: &str = "\
+WITH stamp AS (
+    SELECT greatest(now(), (SELECT created_at + interval '1 microsecond'
+                              FROM rollup_runs
+                             WHERE status = 'succeeded' AND created_at IS NOT NULL
+                             ORDER BY id DESC
+                             LIMIT 1)) AS created_at
+),
+oldest AS (
+    SELECT CASE
+             WHEN $3::int8 IS NOT NULL THEN
+                 (SELECT min(id)
+                    FROM (SELECT id
+                            FROM rollup_runs
+                           WHERE (status = 'succeeded' AND created_at IS NOT NULL) OR id = $1
+                           ORDER BY id DESC
+                           LIMIT $3) AS newest)
+             WHEN $4::text IS NOT NULL THEN
+                 coalesce((SELECT min(id)
+                             FROM rollup_runs
+                            WHERE status = 'succeeded' AND created_at >= now() - $4::interval), $1)
+           END AS id
+),
+dropped_versions AS (
+    DELETE FROM rollup_versions
+     WHERE valid_to <= (SELECT id FROM oldest)
  RETURNING 1
 ),
-source AS (
-    ",
-    loans_fingerprint!(),
-    "
-),
-previous AS (
-    SELECT p.id, p.source_fingerprint, p.rollup_version
-      FROM rollup_runs AS p
-     WHERE p.status = 'succeeded' AND p.id < $1
-     ORDER BY p.id DESC
-     LIMIT 1
+dropped_runs AS (
+    DELETE FROM rollup_runs
+     WHERE id < (SELECT id FROM oldest)
+ RETURNING status, created_at
 ),
 finished AS (
-    UPDATE rollup_runs AS r
+    UPDATE rollup_runs
        SET status = 'succeeded',
            finished_at = clock_timestamp(),
-           rows_written = (SELECT count(*) FROM written),
-           source_fingerprint = (SELECT fingerprint FROM source)
-     WHERE r.id = $1
- RETURNING r.rows_written, r.source_fingerprint, r.rollup_version
+           created_at = (SELECT created_at FROM stamp),
+           rows_written = $2
+     WHERE id = $1
+ RETURNING id
 )
-SELECT f.rows_written,
-       (SELECT count(*) FROM dropped) > 0,
-       p.id,
-       p.source_fingerprint = f.source_fingerprint AND p.rollup_version = f.rollup_version
-  FROM finished AS f
-  LEFT JOIN previous AS p ON true"
-);
+SELECT (SELECT count(*)
+          FROM rollup_runs
+         WHERE status = 'succeeded' AND created_at IS NOT NULL AND id <> $1
+           AND id >= coalesce((SELECT id FROM oldest), 0)) + 1,
+       (SELECT count(*) FROM dropped_runs WHERE status = 'succeeded' AND created_at IS NOT NULL),
+       (SELECT count(*) FROM dropped_versions),
+       (SELECT count(*) FROM finished)";
 
 const FAIL_SQL: &str = "\
 UPDATE rollup_runs
@@ -179,51 +216,155 @@ pub fn rollup_version() -> String {
     format!("{version}+sha256:{}", &sha[..12])
 }
 
+/// Which snapshots a run keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Every snapshot, for ever.
+    All,
+    /// The newest N, this run's included.
+    Count(u32),
+    /// Those made within this long of now.
+    Period(Duration),
+}
+
+impl Keep {
+    /// `30d`, `12h`, `90m` or `45s` keep a period; a bare number keeps that many snapshots; `0`
+    /// keeps all.
+    pub fn parse(text: &str) -> Result<Keep, String> {
+        let text = text.trim();
+        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+            return match text.parse::<u32>() {
+                Ok(0) => Ok(Keep::All),
+                Ok(n) => Ok(Keep::Count(n)),
+                Err(_) => Err(format!("{text:?} is too large a count")),
+            };
+        }
+        crate::checks::parse_duration(text)
+            .map(Keep::Period)
+            .map_err(|err| {
+                format!("{err} (or give a count of snapshots, such as 60, or 0 for all)")
+            })
+    }
+}
+
+impl fmt::Display for Keep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Keep::All => f.write_str("all snapshots"),
+            Keep::Count(n) => write!(f, "the newest {n} snapshots"),
+            Keep::Period(d) => write!(f, "the snapshots of the last {}", describe_period(*d)),
+        }
+    }
+}
+
+fn describe_period(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        _ if s % 86_400 == 0 => format!("{} days", s / 86_400),
+        _ if s % 3600 == 0 => format!("{} hours", s / 3600),
+        _ if s % 60 == 0 => format!("{} minutes", s / 60),
+        _ => format!("{s} seconds"),
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RollupOptions {
     pub db: DbConfig,
-    /// Snapshots to keep, this run's included; `None` keeps them all.
-    pub keep: Option<u32>,
+    pub keep: Keep,
+    /// Recompute every day, as when the definition changes.
+    pub full: bool,
+}
+
+/// Why a run recomputed what it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// No change to `loans` and the same definition since the previous run.
+    Nothing,
+    /// Changes to `loans` reach these days.
+    Range {
+        from: Date<NaiveDate>,
+        to: Date<NaiveDate>,
+    },
+    /// Every day: the first run, a new definition, or `--full`.
+    Full(FullReason),
+}
+
+/// Why a run recomputed every day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullReason {
+    FirstRun,
+    DefinitionChanged,
+    Asked,
 }
 
 /// A finished run, as its one log line tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunReport {
     pub run_id: i64,
-    pub rows_written: i32,
-    /// Snapshots kept after retention; `None` when every snapshot is kept.
+    pub work: Work,
+    /// Versions this run added, and ended.
+    pub rows_written: i64,
+    pub rows_ended: i64,
+    /// Snapshots kept after retention, this one included; `None` when all are kept.
     pub snapshots_kept: Option<i64>,
     pub snapshots_dropped: i64,
-    /// The previous successful run, if any, and whether this run's result is the same as its.
-    pub previous: Option<(i64, bool)>,
+    /// The previous successful run, if any.
+    pub previous: Option<i64>,
     /// Runs found still `running` from a process that died; now marked failed.
     pub abandoned: i64,
     pub elapsed: Duration,
+}
+
+fn show_day(d: Date<NaiveDate>) -> String {
+    match d {
+        Date::Value(d) => d.to_string(),
+        Date::PosInfinity => "infinity".to_owned(),
+        Date::NegInfinity => "-infinity".to_owned(),
+    }
 }
 
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "run {} succeeded in {} ms: {} rows written, ",
+            "run {} succeeded in {} ms: ",
             self.run_id,
-            self.elapsed.as_millis(),
-            self.rows_written
+            self.elapsed.as_millis()
         )?;
+        match (self.work, self.previous) {
+            (Work::Nothing, Some(previous)) => {
+                write!(f, "no change since run {previous}, nothing recomputed")?;
+            }
+            (Work::Nothing, None) => f.write_str("nothing recomputed")?,
+            (Work::Range { from, to }, _) => write!(
+                f,
+                "recomputed {} to {} after changes to loans, {} rows written, {} ended",
+                show_day(from),
+                show_day(to),
+                self.rows_written,
+                self.rows_ended
+            )?,
+            (Work::Full(reason), _) => write!(
+                f,
+                "full recompute ({}), {} rows written, {} ended",
+                match reason {
+                    FullReason::FirstRun => "first run",
+                    FullReason::DefinitionChanged => "the rollup definition changed",
+                    FullReason::Asked => "--full",
+                },
+                self.rows_written,
+                self.rows_ended
+            )?,
+        }
         match self.snapshots_kept {
             Some(kept) => write!(
                 f,
-                "{kept} {} kept ({} dropped), ",
+                "; {kept} {} kept ({} dropped)",
                 if kept == 1 { "snapshot" } else { "snapshots" },
                 self.snapshots_dropped
             )?,
-            None => f.write_str("all snapshots kept, ")?,
-        }
-        match self.previous {
-            None => f.write_str("first snapshot")?,
-            Some((id, true)) => write!(f, "same result as run {id}")?,
-            Some((id, false)) => write!(f, "result differs from run {id}")?,
+            None => f.write_str("; all snapshots kept")?,
         }
         if self.abandoned > 0 {
             write!(f, "; marked {} abandoned run(s) failed", self.abandoned)?;
@@ -258,22 +399,25 @@ impl ExitStatus for RollupError {
 }
 
 /// The statements a run sends, for `--dry-run`.
-pub fn dry_run_sql(keep: Option<u32>) -> String {
-    let keep = keep.map_or_else(|| "NULL, keep all".to_owned(), |k| k.to_string());
+pub fn dry_run_sql(keep: Keep, full: bool) -> String {
     format!(
-        "-- loans-rollup, rollup {version}\n\
+        "-- loans-rollup, rollup {version}; keeping {keep}{full}\n\
          -- 1. take advisory lock ({LOCK_SPACE}, {ROLLUP_LOCK}) without waiting; apply pending migrations\n\
-         -- 2. record the run and plan retention ($1 = rollup version, $2 = {keep}):\n{REGISTER_SQL};\n\n\
-         -- 3. the run's work, one statement in one transaction ($1 = run id, $2 = the runs\n\
-         --    whose snapshots retention drops, from the statement above):\n{SNAPSHOT_SQL};\n\n\
-         -- 4. release the lock\n",
-        version = rollup_version()
+         -- 2. record the run ($1 = rollup version):\n{REGISTER_SQL};\n\n\
+         -- 3. in one repeatable-read transaction: take the changes logged since the last run\n\
+         --    ($1 = run id, $2 = rollup version):\n{PLAN_SQL};\n\n\
+         -- 4. if anything changed (or the definition did), recompute those days and store the\n\
+         --    differences ($1, $2 = the days, $3 = run id):\n{APPLY_SQL};\n\n\
+         -- 5. mark the run succeeded and apply retention ($1 = run id, $2 = rows written,\n\
+         --    $3 = snapshots to keep or NULL, $4 = period to keep, as text, or NULL):\n{FINISH_SQL};\n\n\
+         -- 6. commit; release the lock\n",
+        version = rollup_version(),
+        full = if full { "; --full" } else { "" },
     )
 }
 
-/// One run: lock, migrate, snapshot, retention, done. Statements go out with their parameter
-/// types (`query_typed`), so each costs one round trip instead of a prepare, an execute and a
-/// close: at one run a minute the run is mostly round trips and process start.
+/// One run: lock, migrate, record, work out what changed, recompute it, retention, done.
+/// Statements go out with their parameter types (`query_typed`), so each costs one round trip.
 pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
     let clock = Instant::now();
     let mut db = options.db.clone();
@@ -293,24 +437,19 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
     migrations::migrate(&mut client)?;
 
     let version = rollup_version();
-    let keep = options.keep.map(i64::from);
     let row = client
-        .query_typed_one(REGISTER_SQL, &[(&version, Type::TEXT), (&keep, Type::INT8)])
+        .query_typed_one(REGISTER_SQL, &[(&version, Type::TEXT)])
         .map_err(DbError::query("recording the run in rollup_runs"))?;
-    let (run_id, abandoned, kept, drop): (i64, i64, i64, Vec<i64>) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
-    let result = match snapshot(&mut client, run_id, &drop) {
-        Ok((rows_written, previous)) => Ok(RunReport {
+    let (run_id, abandoned): (i64, i64) = (row.get(0), row.get(1));
+    let result = match work(&mut client, run_id, &version, options) {
+        Ok(done) => Ok(RunReport {
             run_id,
-            rows_written,
-            snapshots_kept: options.keep.map(|_| kept),
-            snapshots_dropped: drop.len() as i64,
-            previous,
             abandoned,
             elapsed: clock.elapsed(),
+            ..done
         }),
         Err(source) => {
-            // The snapshot rolled back; record why, in a transaction of its own.
+            // The work rolled back; record why, in a transaction of its own.
             let error = source.to_string();
             let params: [(&(dyn postgres::types::ToSql + Sync), Type); 2] =
                 [(&run_id, Type::INT8), (&error, Type::TEXT)];
@@ -334,30 +473,96 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
     result
 }
 
-/// Runs [`SNAPSHOT_SQL`] in an explicit transaction: one statement would commit on its own even
-/// after its client was killed, and a killed run must leave no trace but its `running` row.
-/// Returns the rows written, and the previous successful run with whether its result was the same.
-fn snapshot(
+/// The run's work, in one repeatable-read transaction: a killed run leaves no trace but its
+/// `running` row, and the changes it took go back to the log if it fails.
+fn work(
     client: &mut Client,
     run_id: i64,
-    drop: &[i64],
-) -> Result<(i32, Option<(i64, bool)>), DbError> {
+    version: &str,
+    options: &RollupOptions,
+) -> Result<RunReport, DbError> {
     let mut tx = client
-        .transaction()
-        .map_err(DbError::query("starting the snapshot transaction"))?;
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .start()
+        .map_err(DbError::query("starting the run's transaction"))?;
+    let plan = tx
+        .query_typed_one(PLAN_SQL, &[(&run_id, Type::INT8), (&version, Type::TEXT)])
+        .map_err(DbError::query("taking the changes to loans"))?;
+    let previous: Option<i64> = plan.get(0);
+    let definition_changed: bool = plan.get(1);
+    let changed: Option<(Date<NaiveDate>, Date<NaiveDate>)> = plan
+        .get::<_, Option<Date<NaiveDate>>>(2)
+        .zip(plan.get::<_, Option<Date<NaiveDate>>>(3));
+    let work = if previous.is_none() {
+        Work::Full(FullReason::FirstRun)
+    } else if definition_changed {
+        Work::Full(FullReason::DefinitionChanged)
+    } else if options.full {
+        Work::Full(FullReason::Asked)
+    } else if let Some((from, to)) = changed {
+        Work::Range { from, to }
+    } else {
+        Work::Nothing
+    };
+    let (rows_written, rows_ended) = match work {
+        Work::Nothing => (0, 0),
+        Work::Range { from, to } => apply(&mut tx, from, to, run_id)?,
+        Work::Full(_) => apply(&mut tx, Date::NegInfinity, Date::PosInfinity, run_id)?,
+    };
+    let (count, period) = match options.keep {
+        Keep::All => (None, None),
+        Keep::Count(n) => (Some(i64::from(n)), None),
+        // As text, in seconds: an interval without days or months means the same in any zone.
+        Keep::Period(d) => (None, Some(format!("{} seconds", d.as_secs()))),
+    };
+    let written = i32::try_from(rows_written).unwrap_or(i32::MAX);
     let row = tx
         .query_typed_one(
-            SNAPSHOT_SQL,
-            &[(&run_id, Type::INT8), (&drop, Type::INT8_ARRAY)],
+            FINISH_SQL,
+            &[
+                (&run_id, Type::INT8),
+                (&written, Type::INT4),
+                (&count, Type::INT8),
+                (&period, Type::TEXT),
+            ],
         )
-        .map_err(DbError::query("writing the snapshot"))?;
-    let previous = row
-        .get::<_, Option<i64>>(2)
-        .map(|id| (id, row.get::<_, Option<bool>>(3).unwrap_or(false)));
-    let rows_written = row.get(0);
-    tx.commit()
-        .map_err(DbError::query("committing the snapshot"))?;
-    Ok((rows_written, previous))
+        .map_err(DbError::query(
+            "marking the run succeeded and applying retention",
+        ))?;
+    let (kept, dropped): (i64, i64) = (row.get(0), row.get(1));
+    tx.commit().map_err(DbError::query("committing the run"))?;
+    Ok(RunReport {
+        run_id,
+        work,
+        rows_written,
+        rows_ended,
+        snapshots_kept: (options.keep != Keep::All).then_some(kept),
+        snapshots_dropped: dropped,
+        previous,
+        abandoned: 0,
+        elapsed: Duration::ZERO,
+    })
+}
+
+/// Runs [`APPLY_SQL`] for the days `from` to `to`; returns the versions added and ended.
+fn apply(
+    tx: &mut Transaction<'_>,
+    from: Date<NaiveDate>,
+    to: Date<NaiveDate>,
+    run_id: i64,
+) -> Result<(i64, i64), DbError> {
+    let row = tx
+        .query_typed_one(
+            APPLY_SQL,
+            &[
+                (&from, Type::DATE),
+                (&to, Type::DATE),
+                (&run_id, Type::INT8),
+            ],
+        )
+        .map_err(DbError::query("recomputing the changed days"))?;
+    Ok((row.get(0), row.get(1)))
 }
 
 #[cfg(test)]
@@ -365,8 +570,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_snapshot_statement_embeds_the_definition_file_verbatim() {
-        assert!(SNAPSHOT_SQL.contains(ROLLUP_SQL));
+    fn the_apply_statement_embeds_the_definition_file_verbatim() {
+        assert!(APPLY_SQL.contains(ROLLUP_SQL));
         let on_disk = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("sql/rollup")
@@ -381,44 +586,87 @@ mod tests {
     #[test]
     fn version_names_the_file_version_and_its_checksum() {
         let version = rollup_version();
-        assert!(version.starts_with("v1+sha256:"), "{version}");
-        assert_eq!(version.len(), "v1+sha256:".len() + 12);
+        assert!(version.starts_with("v2+sha256:"), "{version}");
+        assert_eq!(version.len(), "v2+sha256:".len() + 12);
+    }
+
+    #[test]
+    fn keep_takes_a_period_a_count_or_zero() {
+        assert_eq!(
+            Keep::parse("30d"),
+            Ok(Keep::Period(Duration::from_secs(30 * 86_400)))
+        );
+        assert_eq!(
+            Keep::parse("90m"),
+            Ok(Keep::Period(Duration::from_secs(5400)))
+        );
+        assert_eq!(Keep::parse("60"), Ok(Keep::Count(60)));
+        assert_eq!(Keep::parse("0"), Ok(Keep::All));
+        assert!(Keep::parse("30 days").is_err());
+        assert!(Keep::parse("-1").is_err());
+        assert!(Keep::parse("99999999999").is_err());
+        assert_eq!(
+            Keep::parse(DEFAULT_KEEP).unwrap().to_string(),
+            "the snapshots of the last 30 days"
+        );
     }
 
     #[test]
     fn report_reads_well_in_cron_log() {
+        let day = |s: &str| Date::Value(s.parse::<NaiveDate>().unwrap());
         let report = RunReport {
             run_id: 42,
-            rows_written: 620,
+            work: Work::Range {
+                from: day("2023-04-01"),
+                to: day("2023-06-16"),
+            },
+            rows_written: 150,
+            rows_ended: 143,
             snapshots_kept: Some(60),
             snapshots_dropped: 1,
-            previous: Some((41, true)),
+            previous: Some(41),
             abandoned: 0,
             elapsed: Duration::from_millis(14),
         };
         assert_eq!(
             report.to_string(),
-            "run 42 succeeded in 14 ms: 620 rows written, 60 snapshots kept (1 dropped), same result as run 41"
+            "run 42 succeeded in 14 ms: recomputed 2023-04-01 to 2023-06-16 after changes to \
+             loans, 150 rows written, 143 ended; 60 snapshots kept (1 dropped)"
         );
-        let first = RunReport {
-            previous: None,
+        let nothing = RunReport {
+            work: Work::Nothing,
+            rows_written: 0,
+            rows_ended: 0,
             snapshots_kept: None,
             abandoned: 1,
+            ..report.clone()
+        };
+        assert_eq!(
+            nothing.to_string(),
+            "run 42 succeeded in 14 ms: no change since run 41, nothing recomputed; all snapshots \
+             kept; marked 1 abandoned run(s) failed"
+        );
+        let first = RunReport {
+            work: Work::Full(FullReason::FirstRun),
+            previous: None,
+            snapshots_kept: Some(1),
+            snapshots_dropped: 0,
             ..report
         };
         assert_eq!(
             first.to_string(),
-            "run 42 succeeded in 14 ms: 620 rows written, all snapshots kept, first snapshot; marked 1 abandoned run(s) failed"
+            "run 42 succeeded in 14 ms: full recompute (first run), 150 rows written, 143 ended; 1 \
+             snapshot kept (0 dropped)"
         );
     }
 
     #[test]
     fn dry_run_shows_every_statement() {
-        let text = dry_run_sql(Some(60));
-        for part in [REGISTER_SQL, SNAPSHOT_SQL] {
+        let text = dry_run_sql(Keep::Count(60), false);
+        for part in [REGISTER_SQL, PLAN_SQL, APPLY_SQL, FINISH_SQL] {
             assert!(text.contains(part));
         }
-        assert!(text.contains("$2 = 60"));
-        assert!(dry_run_sql(None).contains("$2 = NULL, keep all"));
+        assert!(text.contains("keeping the newest 60 snapshots\n"));
+        assert!(dry_run_sql(Keep::All, true).contains("keeping all snapshots; --full"));
     }
 }

@@ -6,7 +6,7 @@ use clap::Parser;
 use loans_core::config::DbArgs;
 use loans_core::exit::{EXIT_CODES_HELP, ExitStatus};
 use loans_core::logging;
-use loans_core::rollup::{self, RollupError, RollupOptions};
+use loans_core::rollup::{self, DEFAULT_KEEP, Keep, RollupError, RollupOptions};
 
 const ABOUT: &str =
     "Write a new timestamped snapshot of the liquidation-to-default ratio and its 7-day mean.";
@@ -16,11 +16,18 @@ Write a new timestamped snapshot of the liquidation-to-default ratio and its 7-d
 
 One run, made to be started by cron every minute. It takes a lock without waiting (if another run
 holds it, it exits with status 75 and cron tries again next minute), applies pending migrations,
-then in one transaction computes the rollup from `loans` into a new snapshot in
-`default_liquidation_rolling_avg_hist` (one created_at for the whole snapshot), deletes snapshots
-beyond --keep, and marks the run succeeded in `rollup_runs`. A failed run is recorded as failed
-with its error; a killed one is marked abandoned by the next run. Either way the previous
-snapshot stays, and the view `default_liquidation_rolling_avg` keeps showing the newest good one.
+and records itself in `rollup_runs`. Then, in one transaction, it costs what changed, not what
+exists: triggers on `loans` log the days every change touches (the loader's, or an edit in psql
+or Adminer), and the run recomputes only the days those changes can reach (a change on day d
+moves the means of d to d+7), storing only the rows whose figures differ as new versions. With
+no change since the previous run it recomputes nothing. The first run, a run after the
+definition changed, and --full recompute every day, through the same SQL file.
+
+Each successful run is a snapshot with its own created_at:
+`default_liquidation_rolling_avg_hist` shows every snapshot kept (WHERE run_id = N gives run N's
+whole snapshot) and the view `default_liquidation_rolling_avg` the newest. Retention (--keep)
+deletes older runs and the versions no kept run sees. A failed run is recorded as failed with its
+error; a killed one is marked abandoned by the next run. Either way the previous snapshot stays.
 
 It prints nothing on stdout. It logs one line per run on stderr, for cron.log (a run that applies a
 migration or fails logs a line for that too).
@@ -31,10 +38,14 @@ there are none); rolling_window_days = how many ratios that mean is over.";
 
 const AFTER_HELP: &str = "\
 Examples:
-  One run, keeping the last hour of snapshots (the default):
+  One run, keeping the snapshots of the last 30 days (the default):
     loans-rollup
-  Keep a day of snapshots at one run a minute:
-    loans-rollup --keep 1440
+  Keep a week of snapshots, or only the newest 60, or all of them:
+    loans-rollup --keep 7d
+    loans-rollup --keep 60
+    loans-rollup --keep 0
+  Recompute every day, whatever changed:
+    loans-rollup --full
   The crontab line: cron passes no environment, so the database settings come from a file
   only you can read (see crontab.example):
     * * * * * . \"$HOME/.config/loans.env\" && loans-rollup >> \"$HOME/loans-cron.log\" 2>&1
@@ -46,15 +57,22 @@ Examples:
 #[command(name = "loans-rollup", version, about = ABOUT, long_about = LONG_ABOUT,
           after_help = format!("{AFTER_HELP}\n\n{EXIT_CODES_HELP}"))]
 struct Cli {
-    /// Snapshots to keep, this run's included; older ones are deleted. 0 keeps them all.
+    /// Snapshots to keep: a period (such as 30d, 12h, 90m) keeps those made within it; a number
+    /// keeps that many, the newest (this run's included); 0 keeps all. Older runs and the rows
+    /// only they saw are deleted.
     #[arg(
         long,
-        value_name = "N",
+        value_name = "PERIOD|N",
         env = "LOANS_ROLLUP_KEEP",
         hide_env_values = true,
-        default_value_t = 60
+        default_value = DEFAULT_KEEP,
+        value_parser = Keep::parse
     )]
-    keep: u32,
+    keep: Keep,
+
+    /// Recompute every day, not only the days changes to loans reach.
+    #[arg(long)]
+    full: bool,
 
     /// Print the SQL a run would send and exit, without connecting or writing.
     #[arg(long)]
@@ -67,15 +85,19 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init("loans-rollup");
-    let keep = (cli.keep > 0).then_some(cli.keep);
     if cli.dry_run {
-        return logging::succeed(&rollup::dry_run_sql(keep));
+        return logging::succeed(&rollup::dry_run_sql(cli.keep, cli.full));
     }
     let db = match cli.db.validate("loans-rollup") {
         Ok(db) => db,
         Err(err) => return logging::fail(&err),
     };
-    match rollup::run(&RollupOptions { db, keep }) {
+    let options = RollupOptions {
+        db,
+        keep: cli.keep,
+        full: cli.full,
+    };
+    match rollup::run(&options) {
         Ok(report) => {
             log::info!("{report}");
             ExitCode::SUCCESS

@@ -99,7 +99,7 @@ fn a_single_day_and_all_zero_days() {
 fn an_empty_loans_table_gives_an_empty_snapshot() {
     let db = cluster().fresh_db();
     let out = rollup(&db).expect(0);
-    out.assert_stderr_has("0 rows written");
+    out.assert_stderr_has("full recompute (first run), 0 rows written");
     assert!(view(&db).is_empty());
     assert_eq!(
         db.scalar("SELECT status FROM rollup_runs").unwrap(),
@@ -131,12 +131,25 @@ fn each_run_is_one_snapshot_with_one_later_created_at_and_one_log_line() {
         "3"
     );
 
-    // The version recorded is the file's, with a checksum computed here by sha256sum.
-    let file = repo_root().join("crates/loans-core/sql/rollup/rolling_avg_v1.sql");
+    // The version recorded is the file's, with a checksum computed here by sha256sum. The first
+    // run writes every day; the others find nothing changed and write nothing.
+    let file = repo_root().join("crates/loans-core/sql/rollup/rolling_avg_v2.sql");
     let sha = Command::new("sha256sum").arg(&file).output().unwrap();
     let sha = String::from_utf8_lossy(&sha.stdout)[..12].to_owned();
-    let runs = db.rows("SELECT status, rollup_version, rows_written, length(source_fingerprint) FROM rollup_runs ORDER BY id");
-    assert_eq!(runs, vec![format!("succeeded|v1+sha256:{sha}|620|64"); 3]);
+    let runs = db.rows("SELECT status, rollup_version, rows_written FROM rollup_runs ORDER BY id");
+    assert_eq!(
+        runs,
+        [
+            format!("succeeded|v2+sha256:{sha}|620"),
+            format!("succeeded|v2+sha256:{sha}|0"),
+            format!("succeeded|v2+sha256:{sha}|0"),
+        ]
+    );
+    // The snapshots share their rows: 620 versions in all, not 3 × 620.
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM rollup_versions").unwrap(),
+        "620"
+    );
 
     // One line on stderr, stamped, saying what happened; nothing on stdout.
     for (i, out) in outs.iter().enumerate() {
@@ -154,19 +167,88 @@ fn each_run_is_one_snapshot_with_one_later_created_at_and_one_log_line() {
         assert!(line.contains(&format!("run {} succeeded", i + 1)), "{out}");
         assert!(out.stdout.is_empty(), "{out}");
     }
-    outs[0].assert_stderr_has("first snapshot");
-    outs[2].assert_stderr_has("same result as run 2");
+    outs[0].assert_stderr_has("full recompute (first run), 620 rows written, 0 ended");
+    outs[2].assert_stderr_has("no change since run 2, nothing recomputed");
 }
 
 #[test]
-fn the_log_says_when_the_result_changes() {
+fn a_run_after_a_load_recomputes_only_the_days_the_changes_reach() {
+    let db = cluster().fresh_db();
+    let now = Spec::sample();
+    let later = now.later(7);
+    db.load(&now.to_csv());
+    rollup(&db).expect(0);
+    db.load(&later.to_csv());
+    // The first and last day the later extract changed, worked out from the generator.
+    let old: Vec<_> = now.days().collect();
+    let changed: Vec<_> = later
+        .days()
+        .filter(|d| old.iter().find(|o| o.date == d.date) != Some(d))
+        .map(|d| d.date)
+        .collect();
+    let (first, last) = (changed[0], *changed.last().unwrap());
+    let out = rollup(&db).expect(0);
+    out.assert_stderr_has(&format!(
+        "recomputed {first} to {} after changes to loans",
+        last + chrono::Days::new(7)
+    ));
+    // Every changed day gets a new version, and so may the seven after each; nothing before
+    // the first changed day does.
+    let written: i64 = db
+        .scalar("SELECT rows_written FROM rollup_runs WHERE id = 2")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        written >= changed.len() as i64,
+        "{written} < {}",
+        changed.len()
+    );
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT count(*) FROM rollup_versions WHERE valid_from = 2 AND date_of_repayment < '{first}'"
+        ))
+        .unwrap(),
+        "0"
+    );
+    // And the result is what a full recompute gives.
+    let incremental = view(&db);
+    rollup(&db)
+        .arg("--full")
+        .expect(0)
+        .assert_stderr_has("full recompute (--full), 0 rows written, 0 ended");
+    assert_eq!(view(&db), incremental);
+}
+
+#[test]
+fn hand_edits_and_deletions_in_loans_are_seen_by_the_next_run() {
     let db = cluster().fresh_db();
     db.load(&Spec::sample().to_csv());
     rollup(&db).expect(0);
-    db.load(&Spec::sample().later(7).to_csv());
+    // As someone would in psql or Adminer.
+    db.execute("UPDATE loans SET defaults = defaults + 1, liquidations = liquidations - 1 WHERE date_of_repayment = '2022-02-01'");
     rollup(&db)
         .expect(0)
-        .assert_stderr_has("result differs from run 1");
+        .assert_stderr_has("recomputed 2022-02-01 to 2022-02-08 after changes to loans");
+    db.execute("DELETE FROM loans WHERE date_of_repayment = '2022-03-01'");
+    let out = rollup(&db).expect(0);
+    out.assert_stderr_has("recomputed 2022-03-01 to 2022-03-08");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM default_liquidation_rolling_avg WHERE date_of_repayment = '2022-03-01'")
+            .unwrap(),
+        "0"
+    );
+    // The snapshot before the deletion still has the day.
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM default_liquidation_rolling_avg_hist WHERE run_id = 2 AND date_of_repayment = '2022-03-01'")
+            .unwrap(),
+        "1"
+    );
+    db.execute("TRUNCATE loans");
+    rollup(&db)
+        .expect(0)
+        .assert_stderr_has("recomputed -infinity to infinity");
+    assert!(view(&db).is_empty());
 }
 
 #[test]
@@ -202,9 +284,44 @@ fn retention_keeps_the_newest_snapshots() {
         "6"
     );
     assert_eq!(
-        db.scalar("SELECT count(*) FROM rollup_runs").unwrap(),
-        "9",
-        "run history is kept"
+        db.scalar("SELECT string_agg(id::text, ',' ORDER BY id) FROM rollup_runs")
+            .unwrap(),
+        "4,5,6,7,8,9",
+        "the runs before the oldest snapshot kept go with it"
+    );
+}
+
+#[test]
+fn retention_by_time_drops_old_runs_and_the_versions_only_they_saw() {
+    let db = cluster().fresh_db();
+    db.load(&format!("{HEADER}2023-01-01,10,2,8\n2023-01-02,5,1,4\n"));
+    rollup(&db).expect(0);
+    db.execute("UPDATE loans SET liquidations = 5 WHERE date_of_repayment = '2023-01-01'");
+    rollup(&db).expect(0);
+    // Run 1 saw the first figures of Jan 1 and Jan 2 (Jan 2's mean uses Jan 1's ratio); run 2
+    // replaced both. With both runs kept, all four versions stay.
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM rollup_versions").unwrap(),
+        "4"
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM default_liquidation_rolling_avg_hist WHERE run_id = 1")
+            .unwrap(),
+        "2"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    rollup(&db)
+        .args(["--keep", "1s"])
+        .expect(0)
+        .assert_stderr_has("1 snapshot kept (2 dropped)");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM rollup_versions").unwrap(),
+        "2"
+    );
+    assert_eq!(db.scalar("SELECT min(id) FROM rollup_runs").unwrap(), "3");
+    assert_eq!(
+        db.rows("SELECT date_of_repayment, liquidation_to_default_ratio FROM default_liquidation_rolling_avg_hist WHERE run_id = 3 ORDER BY 1"),
+        ["2023-01-01|2.5", "2023-01-02|4"]
     );
 }
 
@@ -247,6 +364,8 @@ fn a_second_run_exits_75_at_once_while_the_first_is_in_its_transaction() {
     let db = cluster().fresh_db();
     db.load(&Spec::sample().to_csv());
     rollup(&db).expect(0);
+    // A change, so that the next run reads loans, where the lock stops it.
+    db.execute("UPDATE loans SET number_of_loans = number_of_loans + 1 WHERE date_of_repayment = '2022-01-05'");
     let mut blocker = db.client();
     let mut tx = blocker.transaction().unwrap();
     tx.batch_execute("LOCK TABLE loans IN ACCESS EXCLUSIVE MODE")
@@ -298,9 +417,15 @@ fn a_run_killed_mid_transaction_leaves_the_previous_snapshot_and_is_marked_aband
             .unwrap(),
         "1"
     );
+    // The changes the killed run had taken went back to the log with its transaction.
+    assert_ne!(
+        db.scalar("SELECT count(*) FROM loans_changes").unwrap(),
+        "0"
+    );
 
     let out = rollup(&db).expect(0);
     out.assert_stderr_has("marked 1 abandoned run(s) failed");
+    out.assert_stderr_has("after changes to loans");
     assert_eq!(
         db.rows("SELECT id, status, left(error, 9) FROM rollup_runs ORDER BY id"),
         ["1|succeeded|NULL", "2|failed|abandoned", "3|succeeded|NULL"]
@@ -317,11 +442,12 @@ fn a_failed_run_is_recorded_with_its_error_and_the_last_good_snapshot_stays() {
     db.execute(
         "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
            $$BEGIN RAISE EXCEPTION 'disk on fire' USING HINT = 'call the operator'; END$$;
-         CREATE TRIGGER refuse BEFORE INSERT ON default_liquidation_rolling_avg_hist
+         CREATE TRIGGER refuse BEFORE INSERT ON rollup_versions
            FOR EACH ROW EXECUTE FUNCTION refuse();",
     );
+    db.execute("UPDATE loans SET number_of_loans = number_of_loans + 1 WHERE date_of_repayment = '2022-01-05'");
     let out = rollup(&db).expect(70);
-    out.assert_stderr_has("run 2 failed: writing the snapshot: disk on fire (SQLSTATE P0001); HINT: call the operator");
+    out.assert_stderr_has("run 2 failed: recomputing the changed days: disk on fire (SQLSTATE P0001); HINT: call the operator");
     assert_eq!(
         out.stderr.lines().count(),
         1,
@@ -330,10 +456,10 @@ fn a_failed_run_is_recorded_with_its_error_and_the_last_good_snapshot_stays() {
     assert_eq!(
         db.scalar("SELECT status || ': ' || error FROM rollup_runs WHERE id = 2")
             .unwrap(),
-        "failed: writing the snapshot: disk on fire (SQLSTATE P0001); HINT: call the operator"
+        "failed: recomputing the changed days: disk on fire (SQLSTATE P0001); HINT: call the operator"
     );
     assert_eq!(view(&db), before);
-    db.execute("DROP TRIGGER refuse ON default_liquidation_rolling_avg_hist");
+    db.execute("DROP TRIGGER refuse ON rollup_versions");
     rollup(&db).expect(0);
     assert_eq!(
         db.scalar("SELECT max(run_id) FROM default_liquidation_rolling_avg")
@@ -352,16 +478,18 @@ fn dry_run_prints_the_sql_without_connecting() {
         ])
         .expect(0);
     let definition = std::fs::read_to_string(
-        repo_root().join("crates/loans-core/sql/rollup/rolling_avg_v1.sql"),
+        repo_root().join("crates/loans-core/sql/rollup/rolling_avg_v2.sql"),
     )
     .unwrap();
     assert!(out.stdout.contains(definition.trim()), "{out}");
-    assert!(
-        out.stdout
-            .contains("DELETE FROM default_liquidation_rolling_avg_hist"),
-        "{out}"
-    );
-    assert!(out.stdout.contains("$2 = 60"), "{out}");
+    for part in [
+        "DELETE FROM loans_changes",
+        "INSERT INTO rollup_versions",
+        "DELETE FROM rollup_versions",
+        "keeping the snapshots of the last 30 days",
+    ] {
+        assert!(out.stdout.contains(part), "{part:?} missing\n{out}");
+    }
 }
 
 #[test]
@@ -374,8 +502,9 @@ fn help_lists_exit_statuses() {
     let out: Output = Cmd::new(BIN).arg("--help").expect(0);
     for needle in [
         "Usage: loans-rollup",
-        "--keep <N>",
-        "[default: 60]",
+        "--keep <PERIOD|N>",
+        "[default: 30d]",
+        "--full",
         "--dry-run",
         "Examples:",
         "75  another run holds the lock",
@@ -387,4 +516,128 @@ fn help_lists_exit_statuses() {
         !out.stdout.contains("=]"),
         "an unset variable is shown with an empty value\n{out}"
     );
+}
+
+#[test]
+fn snapshots_made_before_v003_survive_the_migration() {
+    // A database as V002 left it: full snapshots, one per run, made here by hand. Jan 2 changes
+    // between runs 1 and 2, Jan 3 is gone in run 3, and run 4 failed.
+    let db = cluster().fresh_db();
+    let mut client = db.client();
+    client
+        .batch_execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+                                             checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .unwrap();
+    for m in &loans_core::migrations::MIGRATIONS[..2] {
+        client.batch_execute(m.sql).unwrap();
+        client
+            .execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                &[&m.version, &m.name, &m.checksum()],
+            )
+            .unwrap();
+    }
+    client
+        .batch_execute(
+            "INSERT INTO loan_loads (source, sha256, started_at) VALUES ('x', 'y', now());
+             INSERT INTO loans VALUES ('2023-01-01', 10, 2, 8, NULL, 1, now()),
+                                      ('2023-01-02', 10, 5, 5, NULL, 1, now());
+             INSERT INTO rollup_runs (started_at, finished_at, status, rollup_version, rows_written)
+             SELECT now(), now(), s, 'v1+sha256:000000000000', 3
+               FROM unnest(ARRAY['succeeded', 'succeeded', 'succeeded', 'failed']) AS s;
+             INSERT INTO default_liquidation_rolling_avg_hist VALUES
+               (1, '2023-01-01 10:00', '2023-01-01', 10, 2, 8, 4, NULL, 0),
+               (1, '2023-01-01 10:00', '2023-01-02', 10, 4, 6, 1.5, 4, 1),
+               (1, '2023-01-01 10:00', '2023-01-03', 1, 1, 0, 0, 2.75, 2),
+               (2, '2023-01-01 10:01', '2023-01-01', 10, 2, 8, 4, NULL, 0),
+               (2, '2023-01-01 10:01', '2023-01-02', 10, 5, 5, 1, 4, 1),
+               (2, '2023-01-01 10:01', '2023-01-03', 1, 1, 0, 0, 2.5, 2),
+               (3, '2023-01-01 10:02', '2023-01-01', 10, 2, 8, 4, NULL, 0),
+               (3, '2023-01-01 10:02', '2023-01-02', 10, 5, 5, 1, 4, 1);",
+        )
+        .unwrap();
+    let snapshot = |run: i64| {
+        db.rows(&format!(
+            "SELECT run_id, created_at, date_of_repayment, number_of_loans, defaults, liquidations,
+                    liquidation_to_default_ratio, ratio_rolling_avg_7d, rolling_window_days
+               FROM default_liquidation_rolling_avg_hist WHERE run_id = {run} ORDER BY date_of_repayment"
+        ))
+    };
+    let before: Vec<Vec<String>> = (1..=4).map(snapshot).collect();
+    assert_eq!(before[0].len(), 3);
+
+    // The next run migrates, then recomputes every day (the definition is a new file).
+    rollup(&db)
+        .args(["--keep", "0"])
+        .expect(0)
+        .assert_stderr_has("applied migration V003__rollup_history.sql");
+    let after: Vec<Vec<String>> = (1..=4).map(snapshot).collect();
+    assert_eq!(after, before, "every snapshot reads as it did");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM rollup_versions WHERE valid_from < 5")
+            .unwrap(),
+        "5",
+        "Jan 1 once, Jan 2 twice, Jan 3 twice"
+    );
+    assert_eq!(
+        view(&db),
+        [
+            row("2023-01-01", Some(4.0), None, 0),
+            row("2023-01-02", Some(1.0), Some(4.0), 1)
+        ]
+    );
+}
+
+#[test]
+fn a_load_committed_during_a_run_is_taken_by_the_next_run() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    // A change the run will recompute, and a lock that holds it in its transaction.
+    db.execute("UPDATE loans SET number_of_loans = number_of_loans + 1 WHERE date_of_repayment = '2022-01-05'");
+    let mut blocker = db.client();
+    let mut tx = blocker.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE rollup_versions IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let run = isolated(BIN)
+        .args(["--database-url", &db.url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db.scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'loans-rollup' AND wait_event_type = 'Lock'",
+    ) != Some("1".into())
+    {
+        assert!(Instant::now() < deadline, "the run never reached its work");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // While the run waits inside its transaction, a load commits.
+    db.execute("UPDATE loans SET number_of_loans = number_of_loans + 1 WHERE date_of_repayment = '2022-09-01'");
+    tx.rollback().unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        first.contains("recomputed 2022-01-05 to 2022-01-12"),
+        "{first}"
+    );
+    // The run did not see the later change; the next one takes it.
+    rollup(&db)
+        .expect(0)
+        .assert_stderr_has("recomputed 2022-09-01 to 2022-09-08");
+    let full_view = view(&db);
+    rollup(&db)
+        .arg("--full")
+        .expect(0)
+        .assert_stderr_has("0 rows written, 0 ended");
+    assert_eq!(view(&db), full_view);
 }

@@ -1,7 +1,7 @@
 //! `loans-verify` against a throwaway PostgreSQL cluster: it passes on good data and names what
 //! is wrong on bad data.
 
-use loans_core::rollup::{RollupOptions, run};
+use loans_core::rollup::{Keep, RollupOptions, run};
 use loans_testkit::cluster::{TestDb, cluster};
 use loans_testkit::command::{Cmd, Output, assert_unreachable_database};
 use loans_testkit::repo_root;
@@ -16,7 +16,12 @@ fn verify(db: &TestDb) -> Cmd {
 /// One rollup run, in-process, with the real code.
 fn rollup(db: &TestDb) {
     let db = loans_core::config::DbConfig::from_url(&db.url, "test").unwrap();
-    run(&RollupOptions { db, keep: Some(60) }).unwrap();
+    run(&RollupOptions {
+        db,
+        keep: Keep::Count(60),
+        full: false,
+    })
+    .unwrap();
 }
 
 /// The repository's extract (the statement's own) loaded and rolled up.
@@ -81,9 +86,9 @@ fn json_output_carries_every_check() {
 fn a_tampered_snapshot_value_is_caught_and_its_day_named() {
     let db = ready();
     db.execute(
-        "UPDATE default_liquidation_rolling_avg_hist
+        "UPDATE rollup_versions
             SET ratio_rolling_avg_7d = ratio_rolling_avg_7d * 1.000001
-          WHERE date_of_repayment = '2022-03-15'",
+          WHERE date_of_repayment = '2022-03-15' AND valid_to IS NULL",
     );
     let out = verify(&db).expect(1);
     let snapshot = line(&out, "snapshot");
@@ -96,25 +101,28 @@ fn a_tampered_snapshot_value_is_caught_and_its_day_named() {
 }
 
 #[test]
-fn a_changed_ratio_and_a_second_created_at_are_caught() {
+fn a_changed_ratio_and_a_day_shown_twice_are_caught() {
     let db = ready();
     db.execute(
-        "UPDATE default_liquidation_rolling_avg_hist
-            SET liquidation_to_default_ratio = liquidation_to_default_ratio + 1,
-                created_at = created_at + interval '1 second'
-          WHERE date_of_repayment = '2021-09-10'",
+        "UPDATE rollup_versions
+            SET liquidation_to_default_ratio = liquidation_to_default_ratio + 1
+          WHERE date_of_repayment = '2021-09-10' AND valid_to IS NULL;
+         INSERT INTO rollup_versions
+         SELECT date_of_repayment, valid_from - 1, NULL, number_of_loans, defaults, liquidations,
+                liquidation_to_default_ratio, ratio_rolling_avg_7d, rolling_window_days
+           FROM rollup_versions WHERE date_of_repayment = '2022-02-01';",
     );
     let out = verify(&db).expect(1);
     let snapshot = line(&out, "snapshot");
     assert!(snapshot.contains("with another ratio: 2021-09-10"), "{out}");
-    assert!(snapshot.contains("with another created_at"), "{out}");
+    assert!(snapshot.contains("more than once: 2022-02-01"), "{out}");
 }
 
 #[test]
 fn a_day_missing_from_the_snapshot_is_named_alone() {
     let db = ready();
     db.execute(
-        "DELETE FROM default_liquidation_rolling_avg_hist WHERE date_of_repayment = '2022-03-15'",
+        "DELETE FROM rollup_versions WHERE date_of_repayment = '2022-03-15' AND valid_to IS NULL",
     );
     let out = verify(&db).expect(1);
     // Only that day: the days after it are still recomputed with its ratio in their windows.
@@ -158,28 +166,65 @@ fn a_snapshot_that_is_behind_and_wrong_still_fails() {
         "UPDATE loans SET liquidations = liquidations - 1 WHERE date_of_repayment = '2022-01-05'",
     );
     db.execute(
-        "UPDATE default_liquidation_rolling_avg_hist
+        "UPDATE rollup_versions
             SET liquidation_to_default_ratio = liquidation_to_default_ratio + 1
-          WHERE date_of_repayment = '2021-09-10'",
+          WHERE date_of_repayment = '2021-09-10' AND valid_to IS NULL",
     );
     let out = verify(&db).expect(1);
     assert!(
         line(&out, "snapshot").contains("1 days with another ratio: 2021-09-10"),
         "{out}"
     );
-    // Or its counts are not what the run read.
+    // Or its counts differ from loans on a day no logged change covers.
     let db = ready();
     db.execute(
         "UPDATE loans SET liquidations = liquidations - 1 WHERE date_of_repayment = '2022-01-05'",
     );
     db.execute(
-        "UPDATE default_liquidation_rolling_avg_hist SET number_of_loans = number_of_loans + 1
-          WHERE date_of_repayment = '2021-09-10'",
+        "UPDATE rollup_versions SET number_of_loans = number_of_loans + 1
+          WHERE date_of_repayment = '2021-09-10' AND valid_to IS NULL",
     );
     let out = verify(&db).expect(1);
     assert!(
-        line(&out, "snapshot").contains("whose counts are not the loans the run recorded reading"),
+        line(&out, "snapshot").contains(
+            "with other counts than loans, outside the changes logged since the run: 2021-09-10"
+        ),
         "{out}"
+    );
+}
+
+#[test]
+fn an_older_snapshot_is_checked_with_run() {
+    let db = ready();
+    db.load(&Spec::sample().later(30).to_csv());
+    rollup(&db);
+    let out = verify(&db).args(["--run", "1"]).expect(0);
+    assert!(
+        line(&out, "snapshot").starts_with("PASS snapshot  run 1 ("),
+        "{out}"
+    );
+    assert!(
+        line(&out, "snapshot").contains("not the newest: 620 rows"),
+        "{out}"
+    );
+    // A figure that only run 1 still sees, changed.
+    db.execute(
+        "UPDATE rollup_versions SET ratio_rolling_avg_7d = ratio_rolling_avg_7d + 1
+          WHERE valid_to = 2 AND ratio_rolling_avg_7d IS NOT NULL
+            AND date_of_repayment = (SELECT min(date_of_repayment) FROM rollup_versions
+                                      WHERE valid_to = 2 AND ratio_rolling_avg_7d IS NOT NULL)",
+    );
+    let out = verify(&db).args(["--run", "1"]).expect(1);
+    assert!(
+        line(&out, "snapshot").contains("with another rolling average"),
+        "{out}"
+    );
+    // The newest is untouched.
+    verify(&db).expect(0);
+    let out = verify(&db).args(["--run", "99"]).expect(1);
+    assert_eq!(
+        line(&out, "snapshot"),
+        "FAIL snapshot  run 99 is not a snapshot kept (loans-rollup --keep)"
     );
 }
 
@@ -306,15 +351,15 @@ fn a_schema_that_is_behind_is_reported_and_never_migrated() {
     );
 
     let db = ready();
-    db.execute("DELETE FROM schema_migrations WHERE version = 2");
+    db.execute("DELETE FROM schema_migrations WHERE version = 3");
     let out = verify(&db).expect(1);
     assert!(
-        line(&out, "schema").contains("version 1, this binary expects 2: 1 migration(s) pending"),
+        line(&out, "schema").contains("version 2, this binary expects 3: 1 migration(s) pending"),
         "{out}"
     );
     assert_eq!(
         db.scalar("SELECT count(*) FROM schema_migrations").unwrap(),
-        "1"
+        "2"
     );
 }
 
