@@ -1,7 +1,8 @@
 //! `loans-bench`: the measurements behind `scripts/bench`. Every figure is taken in one run, on
-//! one cluster, next to the floor it is compared with: `psql \copy` for the loader, and for a cron
-//! run the sum of a bare process spawn, one connection, and the run's essential statements over
-//! an open connection. Results go to stdout as Markdown and to a JSON file.
+//! one cluster, next to what it is compared with: `psql \copy` for the loader; for a cron run,
+//! the floor a run used to pay every minute (a process spawn, one connection, and every day
+//! recomputed) and a full recompute; and the history's size against the change-history bound.
+//! Results go to stdout as Markdown and to a JSON file.
 
 mod measure;
 mod report;
@@ -51,6 +52,8 @@ struct Plan {
     rollup_days: Vec<u32>,
     verify_rows: Vec<u32>,
     growth_runs: usize,
+    /// Days of the storage runs, each with a weekly extract every `growth_runs / 10` runs.
+    storage_days: Vec<u32>,
     runs: usize,
     runs_largest_load: usize,
     /// Cron runs are short and the machine is noisy: more of them for a steady median.
@@ -65,6 +68,7 @@ impl Plan {
                 rollup_days: vec![620, 2_000],
                 verify_rows: vec![620, 10_000],
                 growth_runs: 200,
+                storage_days: vec![2_000],
                 runs: 3,
                 runs_largest_load: 3,
                 rollup_runs: 5,
@@ -72,9 +76,10 @@ impl Plan {
         } else {
             Plan {
                 load_rows: vec![10_000, 100_000, 1_000_000],
-                rollup_days: vec![620, 10_000, 100_000],
+                rollup_days: vec![620, 100_000, 1_000_000],
                 verify_rows: vec![620, 1_000_000],
                 growth_runs: 1_000,
+                storage_days: vec![100_000, 1_000_000],
                 runs: 7,
                 runs_largest_load: 3,
                 rollup_runs: 21,
@@ -102,36 +107,58 @@ struct LoadResult {
     ratio_to_copy: f64,
 }
 
+/// The floor a cron run used to pay every minute: spawn a process, connect, and recompute every
+/// day (the definition over all of `loans`, on an open connection), at 620 days.
+#[derive(Debug, Serialize)]
+struct FloorResult {
+    days: u32,
+    spawn: Stats,
+    connect: Stats,
+    recompute: Stats,
+    floor_ms: f64,
+}
+
 #[derive(Debug, Serialize)]
 struct RollupResult {
     days: u32,
-    run: Stats,
-    spawn: Stats,
-    connect: Stats,
-    statements: Stats,
-    floor_ms: f64,
-    ratio_to_floor: f64,
-    /// The same statements on a connection of their own, connection included: what a process
-    /// that starts afresh each minute cannot avoid (empty catalog caches, plans made anew).
-    connect_and_statements: Stats,
-    new_connection_floor_ms: f64,
-    ratio_to_new_connection_floor: f64,
-    psql: Stats,
+    /// A run with no change to `loans` since the previous one.
+    nothing: Stats,
+    /// A run after a weekly extract (7 new days, recent days revised), and the rows it wrote.
+    weekly: Stats,
+    weekly_rows_written: i64,
+    /// `loans-rollup --full`: every day recomputed (and nothing written: nothing changed).
+    full: Stats,
+    weekly_to_full: f64,
 }
 
 #[derive(Debug, Serialize)]
 struct GrowthResult {
+    days: u32,
     runs: usize,
-    keep: u32,
     first_100_median_ms: f64,
     last_100_median_ms: f64,
     ratio: f64,
-    rows_after_keep_runs: i64,
-    bytes_after_keep_runs: i64,
+    /// Bytes of rollup_versions and rollup_runs (with their indexes) after 100 runs, half and all.
+    bytes_after_100: i64,
     bytes_after_half: i64,
-    rows_after: i64,
     bytes_after: i64,
-    dead_rows_after: i64,
+    versions_after: i64,
+}
+
+/// Storage after many runs with a weekly extract among them.
+#[derive(Debug, Serialize)]
+struct StorageResult {
+    days: u32,
+    runs: usize,
+    extracts: usize,
+    /// Versions stored, and what the change-history bound allows: days plus the rows the runs
+    /// after the first one wrote.
+    versions: i64,
+    days_plus_changed_rows: i64,
+    versions_bytes: i64,
+    runs_bytes: i64,
+    /// What full copies would hold: one per run kept.
+    full_copies_rows: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -145,8 +172,10 @@ struct Results {
     machine: Machine,
     copy: Vec<(u32, Stats)>,
     loader: Vec<LoadResult>,
+    floor: FloorResult,
     rollup: Vec<RollupResult>,
     growth: GrowthResult,
+    storage: Vec<StorageResult>,
     verify: Vec<VerifyResult>,
 }
 
@@ -296,8 +325,7 @@ impl Bench {
         (copies, results)
     }
 
-    /// A database `name` holding `days` days with `runs` snapshots already made, as after an
-    /// hour of cron when `runs` is the retention.
+    /// A database `name` holding `days` days (the extract returned) after `runs` cron runs.
     fn prepared_db(&self, name: &str, days: u32, runs: u32) -> (String, PathBuf) {
         let url = self.cluster.fresh(name);
         let file = self.extract(&format!("rollup-{days}.csv"), &Self::spec(days));
@@ -312,122 +340,144 @@ impl Bench {
         (url, file)
     }
 
+    /// Loads the extract of `days` days `weeks` weeks later (7 more days, recent ones revised).
+    fn weekly_extract(&self, url: &str, days: u32, weeks: u32) {
+        let spec = Self::spec(days).later(7 * weeks);
+        let file = self.extract(&format!("rollup-{days}-week-{weeks}.csv"), &spec);
+        timed(self.tool("loans-load", url).arg(&file));
+    }
+
+    /// What a run cost at its least before it followed the changes: spawn, connect, recompute
+    /// every day and write it as a full copy (into a table shaped like the old snapshot table, in
+    /// a transaction rolled back, so each round starts alike).
+    fn floor(&self) -> FloorResult {
+        let days = 620;
+        let (url, _) = self.prepared_db("bench_floor", days, 1);
+        let mut open = connect(&url);
+        open.batch_execute(
+            "CREATE TABLE full_copy (run_id bigint, created_at timestamptz, date_of_repayment date,
+                                     number_of_loans integer, defaults integer, liquidations integer,
+                                     liquidation_to_default_ratio numeric, ratio_rolling_avg_7d numeric,
+                                     rolling_window_days integer, PRIMARY KEY (run_id, date_of_repayment))",
+        )
+        .expect("create the floor's table");
+        let recompute =
+            format!("INSERT INTO full_copy SELECT 1, now(), r.* FROM (\n{ROLLUP_SQL}\n) AS r");
+        let (mut spawn, mut conn, mut stmts) = (vec![], vec![], vec![]);
+        for _ in 0..self.plan.rollup_runs {
+            spawn.push(timed(&mut Command::new("/bin/true")));
+            conn.push(time_it(|| drop(connect(&url))));
+            stmts.push(time_it(|| {
+                let mut tx = open.transaction().expect("begin");
+                tx.query_typed(
+                    recompute.as_str(),
+                    &[(&"-infinity", Type::TEXT), (&"infinity", Type::TEXT)],
+                )
+                .expect("recompute every day");
+                tx.rollback().expect("roll back");
+            }));
+        }
+        let (spawn, connect, recompute) = (Stats::of(&spawn), Stats::of(&conn), Stats::of(&stmts));
+        eprintln!("loans-bench: floor done");
+        FloorResult {
+            days,
+            floor_ms: spawn.median_ms + connect.median_ms + recompute.median_ms,
+            spawn,
+            connect,
+            recompute,
+        }
+    }
+
     fn rollup(&self) -> Vec<RollupResult> {
-        let keep = 60;
-        let insert = format!(
-            "INSERT INTO default_liquidation_rolling_avg_hist
-                    (run_id, created_at, date_of_repayment, number_of_loans, defaults, liquidations,
-                     liquidation_to_default_ratio, ratio_rolling_avg_7d, rolling_window_days)
-             SELECT $1, now(), r.* FROM (\n{ROLLUP_SQL}\n) AS r"
-        );
-        // The oldest snapshot, named by its run: the least work a retention delete can be.
-        let delete = "DELETE FROM default_liquidation_rolling_avg_hist WHERE run_id = $1";
         let mut results = vec![];
         for &days in &self.plan.rollup_days {
-            let (url, _) = self.prepared_db(&format!("bench_rollup_{days}"), days, keep);
-            let mut open = connect(&url);
-            let (mut run, mut spawn, mut conn, mut stmts, mut fresh, mut psql) =
-                (vec![], vec![], vec![], vec![], vec![], vec![]);
-            // The floor's work: the snapshot and the retention delete in one transaction, one
-            // round trip each, as cheap as the protocol allows.
-            let floor = |client: &mut Client, run_id: i64, oldest: i64| {
-                let mut tx = client.transaction().expect("begin");
-                tx.query_typed(insert.as_str(), &[(&run_id, Type::INT8)])
-                    .expect("insert the snapshot");
-                tx.query_typed(delete, &[(&oldest, Type::INT8)])
-                    .expect("delete old snapshots");
-                tx.commit().expect("commit");
-            };
+            let (url, _) = self.prepared_db(&format!("bench_rollup_{days}"), days, 1);
             let rounds = if days >= 100_000 {
-                self.plan.runs
+                self.plan.runs_largest_load
             } else {
                 self.plan.rollup_runs
             };
-            for _ in 0..rounds {
-                run.push(timed(&mut self.tool("loans-rollup", &url)));
-                spawn.push(timed(&mut Command::new("/bin/true")));
-                conn.push(time_it(|| drop(connect(&url))));
-
-                // The floor's snapshot gets a run of its own, made outside the timing, so that
-                // retention treats it like any other.
-                let (run_id, oldest) = floor_run(&mut open);
-                stmts.push(time_it(|| floor(&mut open, run_id, oldest)));
-                let (run_id, oldest) = floor_run(&mut open);
-                fresh.push(time_it(|| floor(&mut connect(&url), run_id, oldest)));
-
-                let (run_id, oldest) = floor_run(&mut open);
-                let file = self.args.work.join("floor.sql");
-                fs::write(
-                    &file,
-                    format!(
-                        "{};\n{};\n",
-                        insert.replace("$1", &run_id.to_string()),
-                        delete.replace("$1", &oldest.to_string())
-                    ),
-                )
-                .expect("write the floor's SQL");
-                psql.push(timed(Self::psql(&url).arg("-1").arg("-f").arg(&file)));
+            let nothing: Vec<Sample> = (0..self.plan.rollup_runs)
+                .map(|_| timed_with_rss(&self.tool("loans-rollup", &url), &self.args.work))
+                .collect();
+            let mut weekly = vec![];
+            let mut written = vec![];
+            let mut client = connect(&url);
+            for week in 1..=rounds as u32 {
+                self.weekly_extract(&url, days, week);
+                weekly.push(timed_with_rss(
+                    &self.tool("loans-rollup", &url),
+                    &self.args.work,
+                ));
+                written.push(
+                    client
+                        .query_one(
+                            "SELECT rows_written::int8 FROM rollup_runs ORDER BY id DESC LIMIT 1",
+                            &[],
+                        )
+                        .expect("rows written")
+                        .get::<_, i64>(0),
+                );
             }
-            let (run, spawn, connect, statements) = (
-                Stats::of(&run),
-                Stats::of(&spawn),
-                Stats::of(&conn),
-                Stats::of(&stmts),
-            );
-            let floor_ms = spawn.median_ms + connect.median_ms + statements.median_ms;
-            let fresh = Stats::of(&fresh);
-            let new_connection_floor_ms = spawn.median_ms + fresh.median_ms;
+            written.sort_unstable();
+            let full: Vec<Sample> = (0..rounds)
+                .map(|_| {
+                    timed_with_rss(
+                        self.tool("loans-rollup", &url).arg("--full"),
+                        &self.args.work,
+                    )
+                })
+                .collect();
+            let (nothing, weekly, full) =
+                (Stats::of(&nothing), Stats::of(&weekly), Stats::of(&full));
             results.push(RollupResult {
                 days,
-                ratio_to_floor: run.median_ms / floor_ms,
-                ratio_to_new_connection_floor: run.median_ms / new_connection_floor_ms,
-                new_connection_floor_ms,
-                connect_and_statements: fresh,
-                run,
-                spawn,
-                connect,
-                statements,
-                floor_ms,
-                psql: Stats::of(&psql),
+                nothing,
+                weekly_to_full: weekly.median_ms / full.median_ms,
+                weekly,
+                weekly_rows_written: written[written.len() / 2],
+                full,
             });
             eprintln!("loans-bench: rollup at {days} days done");
         }
         results
     }
 
+    /// Bytes of the rollup's history and run tables, with their indexes, and the versions stored.
+    fn history_size(client: &mut Client) -> (i64, i64, i64) {
+        let row = client
+            .query_one(
+                "SELECT pg_total_relation_size('rollup_versions'),
+                        pg_total_relation_size('rollup_runs'),
+                        (SELECT count(*) FROM rollup_versions)",
+                &[],
+            )
+            .expect("measure the history");
+        (row.get(0), row.get(1), row.get(2))
+    }
+
+    /// Runs back to back at 620 days, with autovacuum as PostgreSQL ships it.
     fn growth(&self) -> GrowthResult {
-        let keep = 60u32;
-        let (url, _) = self.prepared_db("bench_growth", 620, 0);
+        let days = 620;
+        let (url, _) = self.prepared_db("bench_growth", days, 1);
         let mut client = connect(&url);
-        // 1,000 runs take seconds here instead of 17 hours at one a minute: autovacuum's clock
-        // is compressed too, for this step only. It still gets far fewer chances per run than
-        // in production, where the default one-minute naptime gives it one every run.
-        set_naptime(&self.cluster, "1s");
-        let size = |client: &mut Client| -> (i64, i64, i64) {
-            let row = client
-                .query_one(
-                    "SELECT (SELECT count(*) FROM default_liquidation_rolling_avg_hist),
-                            pg_total_relation_size('default_liquidation_rolling_avg_hist'),
-                            coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
-                                       WHERE relname = 'default_liquidation_rolling_avg_hist'), 0)",
-                    &[],
-                )
-                .expect("measure the snapshot table");
-            (row.get(0), row.get(1), row.get(2))
+        let total = |client: &mut Client| {
+            let (versions, runs, _) = Self::history_size(client);
+            versions + runs
         };
         let mut times = Vec::with_capacity(self.plan.growth_runs);
-        let (mut at_keep, mut at_half) = ((0, 0, 0), (0, 0, 0));
+        let (mut at_100, mut at_half) = (0, 0);
         for i in 1..=self.plan.growth_runs {
             times.push(timed(&mut self.tool("loans-rollup", &url)).secs * 1e3);
-            if i == keep as usize {
-                at_keep = size(&mut client);
+            if i == 100 {
+                at_100 = total(&mut client);
             }
             if i == self.plan.growth_runs / 2 {
-                at_half = size(&mut client);
+                at_half = total(&mut client);
             }
         }
-        let (rows_after, bytes_after, dead_rows_after) = size(&mut client);
-        set_naptime(&self.cluster, "1min");
+        let bytes_after = total(&mut client);
+        let versions_after = Self::history_size(&mut client).2;
         let window = 100.min(times.len());
         let med = |slice: &[f64]| {
             let mut v = slice.to_vec();
@@ -438,18 +488,58 @@ impl Bench {
         let last = med(&times[times.len() - window..]);
         eprintln!("loans-bench: growth done");
         GrowthResult {
+            days,
             runs: times.len(),
-            keep,
             first_100_median_ms: first,
             last_100_median_ms: last,
             ratio: last / first,
-            rows_after_keep_runs: at_keep.0,
-            bytes_after_keep_runs: at_keep.1,
-            bytes_after_half: at_half.1,
-            rows_after,
+            bytes_after_100: at_100,
+            bytes_after_half: at_half,
             bytes_after,
-            dead_rows_after,
+            versions_after,
         }
+    }
+
+    /// Many runs with a weekly extract among them: what the history holds afterwards.
+    fn storage(&self) -> Vec<StorageResult> {
+        let mut results = vec![];
+        let runs = self.plan.growth_runs;
+        let every = runs / 10;
+        for &days in &self.plan.storage_days {
+            let (url, _) = self.prepared_db(&format!("bench_storage_{days}"), days, 0);
+            let mut extracts = 0;
+            for i in 0..runs {
+                if i > 0 && i % every == 0 {
+                    extracts += 1;
+                    self.weekly_extract(&url, days, extracts as u32);
+                }
+                timed(&mut self.tool("loans-rollup", &url));
+            }
+            let mut client = connect(&url);
+            let (versions_bytes, runs_bytes, versions) = Self::history_size(&mut client);
+            let row = client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM loans),
+                            (SELECT coalesce(sum(rows_written), 0)::int8 FROM rollup_runs
+                              WHERE id > (SELECT min(id) FROM rollup_runs)),
+                            (SELECT count(*) FROM rollup_runs WHERE created_at IS NOT NULL)",
+                    &[],
+                )
+                .expect("count the changes");
+            let (now_days, changed, kept): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            results.push(StorageResult {
+                days,
+                runs,
+                extracts,
+                versions,
+                days_plus_changed_rows: i64::from(days) + changed,
+                versions_bytes,
+                runs_bytes,
+                full_copies_rows: kept * now_days,
+            });
+            eprintln!("loans-bench: storage at {days} days done");
+        }
+        results
     }
 
     fn verify(&self) -> Vec<VerifyResult> {
@@ -472,38 +562,6 @@ impl Bench {
         }
         results
     }
-}
-
-/// Sets autovacuum's naptime for the whole cluster, at once.
-fn set_naptime(cluster: &Cluster, value: &str) {
-    let mut admin = connect(&cluster.admin_url);
-    for sql in [
-        format!("ALTER SYSTEM SET autovacuum_naptime = '{value}'"),
-        "SELECT pg_reload_conf()".to_owned(),
-    ] {
-        admin.batch_execute(&sql).expect("set autovacuum_naptime");
-    }
-}
-
-/// Records a succeeded run for the floor's snapshot and returns its id and the oldest run that
-/// has a snapshot: the one retention drops to keep the count steady.
-fn floor_run(client: &mut Client) -> (i64, i64) {
-    let run_id: i64 = client
-        .query_one(
-            "INSERT INTO rollup_runs (started_at, finished_at, status, rollup_version)
-             VALUES (now(), now(), 'succeeded', 'floor') RETURNING id",
-            &[],
-        )
-        .expect("record the floor's run")
-        .get(0);
-    let oldest: i64 = client
-        .query_one(
-            "SELECT run_id FROM default_liquidation_rolling_avg_hist ORDER BY run_id LIMIT 1",
-            &[],
-        )
-        .expect("find the oldest snapshot")
-        .get(0);
-    (run_id, oldest)
 }
 
 fn machine(args: &Args, cluster: &Cluster) -> Machine {
@@ -543,15 +601,19 @@ fn main() {
     };
     let machine = machine(&bench.args, &bench.cluster);
     let (copy, loader) = bench.loader();
+    let floor = bench.floor();
     let rollup = bench.rollup();
     let growth = bench.growth();
+    let storage = bench.storage();
     let verify = bench.verify();
     let results = Results {
         machine,
         copy,
         loader,
+        floor,
         rollup,
         growth,
+        storage,
         verify,
     };
     if let Some(dir) = Path::new(&bench.args.out).parent() {

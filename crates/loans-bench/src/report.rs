@@ -45,50 +45,7 @@ pub(crate) fn markdown(r: &Results) -> String {
             kib(l.stats.peak_rss_kib)
         );
     }
-    out.push_str("\nOne cron run, as a whole process, against its floor (median, min–max):\n\n");
-    out.push_str(
-        "| days | loans-rollup | floor = spawn + connect + statements | ratio | \
-         floor on a new connection = spawn + (connect + statements) | ratio | psql -1 -f |\n",
-    );
-    out.push_str("| ---: | ---: | --- | ---: | --- | ---: | ---: |\n");
-    for x in &r.rollup {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} = {} + {} + {} | {:.2}x | {} = {} + {} | {:.2}x | {} |",
-            x.days,
-            x.run.show(),
-            ms(x.floor_ms),
-            ms(x.spawn.median_ms),
-            ms(x.connect.median_ms),
-            ms(x.statements.median_ms),
-            x.ratio_to_floor,
-            ms(x.new_connection_floor_ms),
-            ms(x.spawn.median_ms),
-            ms(x.connect_and_statements.median_ms),
-            x.ratio_to_new_connection_floor,
-            x.psql.show()
-        );
-    }
-    let g = &r.growth;
-    let _ = writeln!(
-        out,
-        "\nGrowth: {} consecutive runs at --keep {}: median of the first 100 {}, of the last 100 {} \
-         ({:.2}x). Snapshot table after {} runs: {} rows, {:.1} MiB; after {} runs: {:.1} MiB; \
-         after all runs: {} rows ({} dead), {:.1} MiB.",
-        g.runs,
-        g.keep,
-        ms(g.first_100_median_ms),
-        ms(g.last_100_median_ms),
-        g.ratio,
-        g.keep,
-        g.rows_after_keep_runs,
-        g.bytes_after_keep_runs as f64 / 1_048_576.0,
-        g.runs / 2,
-        g.bytes_after_half as f64 / 1_048_576.0,
-        g.rows_after,
-        g.dead_rows_after,
-        g.bytes_after as f64 / 1_048_576.0
-    );
+    rollup_section(&mut out, r);
     out.push_str("\nVerifier, loans-verify --csv (median, min–max):\n\n| rows | time | peak RSS |\n| ---: | ---: | ---: |\n");
     for v in &r.verify {
         let _ = writeln!(
@@ -100,4 +57,77 @@ pub(crate) fn markdown(r: &Results) -> String {
         );
     }
     out
+}
+
+/// The cron run's figures: the old floor, each size's runs, growth, and storage.
+fn rollup_section(out: &mut String, r: &Results) {
+    let f = &r.floor;
+    let _ = writeln!(
+        out,
+        "\nThe floor a run used to pay every minute at {} days: spawn + connect + recompute every \
+         day and write a full copy = {} + {} + {} = {}.",
+        f.days,
+        ms(f.spawn.median_ms),
+        ms(f.connect.median_ms),
+        ms(f.recompute.median_ms),
+        ms(f.floor_ms)
+    );
+    let base = r.rollup.first().map_or(f64::NAN, |x| x.nothing.median_ms);
+    out.push_str("\nOne cron run, as a whole process (median, min–max; peak RSS):\n\n");
+    out.push_str(
+        "| days | nothing changed | to the floor | to the first size | after a weekly extract | \
+         rows written | full recompute | weekly to full | peak RSS (full) |\n",
+    );
+    out.push_str("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for x in &r.rollup {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2}x | {:.2}x | {} | {} | {} | {:.1}% | {} |",
+            x.days,
+            x.nothing.show(),
+            x.nothing.median_ms / f.floor_ms,
+            x.nothing.median_ms / base,
+            x.weekly.show(),
+            x.weekly_rows_written,
+            x.full.show(),
+            x.weekly_to_full * 100.0,
+            kib(x.full.peak_rss_kib)
+        );
+    }
+    let g = &r.growth;
+    let _ = writeln!(
+        out,
+        "\nGrowth: {} consecutive runs at {} days, autovacuum as shipped: median of the first 100 \
+         {}, of the last 100 {} ({:.2}x). History (rollup_versions and rollup_runs, with indexes) \
+         after 100 runs {:.2} MiB, after {} {:.2} MiB, after all {:.2} MiB; {} versions.",
+        g.runs,
+        g.days,
+        ms(g.first_100_median_ms),
+        ms(g.last_100_median_ms),
+        g.ratio,
+        g.bytes_after_100 as f64 / 1_048_576.0,
+        g.runs / 2,
+        g.bytes_after_half as f64 / 1_048_576.0,
+        g.bytes_after as f64 / 1_048_576.0,
+        g.versions_after
+    );
+    out.push_str(
+        "\nStorage after many runs with a weekly extract among them:\n\n\
+         | days | runs | extracts | versions | days + changed rows | rollup_versions | rollup_runs | \
+         full copies would hold |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for x in &r.storage {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {:.1} MiB | {:.2} MiB | {} rows |",
+            x.days,
+            x.runs,
+            x.extracts,
+            x.versions,
+            x.days_plus_changed_rows,
+            x.versions_bytes as f64 / 1_048_576.0,
+            x.runs_bytes as f64 / 1_048_576.0,
+            x.full_copies_rows
+        );
+    }
 }
