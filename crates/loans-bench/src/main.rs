@@ -138,10 +138,12 @@ struct GrowthResult {
     first_100_median_ms: f64,
     last_100_median_ms: f64,
     ratio: f64,
-    /// Bytes of rollup_versions and rollup_runs (with their indexes) after 100 runs, half and all.
-    bytes_after_100: i64,
-    bytes_after_half: i64,
-    bytes_after: i64,
+    /// Bytes of rollup_versions (with its indexes) after 100 runs, half and all; and of
+    /// rollup_runs, which keeps a row per run within the retention, at the end.
+    versions_bytes_after_100: i64,
+    versions_bytes_after_half: i64,
+    versions_bytes_after: i64,
+    runs_bytes_after: i64,
     versions_after: i64,
 }
 
@@ -347,9 +349,9 @@ impl Bench {
         timed(self.tool("loans-load", url).arg(&file));
     }
 
-    /// What a run cost at its least before it followed the changes: spawn, connect, recompute
-    /// every day and write it as a full copy (into a table shaped like the old snapshot table, in
-    /// a transaction rolled back, so each round starts alike).
+    /// What a run cost at its least before it followed the changes: spawn, connect, and in one
+    /// transaction recompute every day into a full copy (a table shaped like the old snapshot
+    /// table) and delete the previous copy, as retention did.
     fn floor(&self) -> FloorResult {
         let days = 620;
         let (url, _) = self.prepared_db("bench_floor", days, 1);
@@ -362,19 +364,28 @@ impl Bench {
         )
         .expect("create the floor's table");
         let recompute =
-            format!("INSERT INTO full_copy SELECT 1, now(), r.* FROM (\n{ROLLUP_SQL}\n) AS r");
+            format!("INSERT INTO full_copy SELECT $3, now(), r.* FROM (\n{ROLLUP_SQL}\n) AS r");
         let (mut spawn, mut conn, mut stmts) = (vec![], vec![], vec![]);
-        for _ in 0..self.plan.rollup_runs {
+        for round in 1..=self.plan.rollup_runs as i64 {
             spawn.push(timed(&mut Command::new("/bin/true")));
             conn.push(time_it(|| drop(connect(&url))));
             stmts.push(time_it(|| {
                 let mut tx = open.transaction().expect("begin");
                 tx.query_typed(
                     recompute.as_str(),
-                    &[(&"-infinity", Type::TEXT), (&"infinity", Type::TEXT)],
+                    &[
+                        (&"-infinity", Type::TEXT),
+                        (&"infinity", Type::TEXT),
+                        (&round, Type::INT8),
+                    ],
                 )
                 .expect("recompute every day");
-                tx.rollback().expect("roll back");
+                tx.query_typed(
+                    "DELETE FROM full_copy WHERE run_id = $1",
+                    &[(&(round - 1), Type::INT8)],
+                )
+                .expect("delete the previous copy");
+                tx.commit().expect("commit");
             }));
         }
         let (spawn, connect, recompute) = (Stats::of(&spawn), Stats::of(&conn), Stats::of(&stmts));
@@ -461,10 +472,7 @@ impl Bench {
         let days = 620;
         let (url, _) = self.prepared_db("bench_growth", days, 1);
         let mut client = connect(&url);
-        let total = |client: &mut Client| {
-            let (versions, runs, _) = Self::history_size(client);
-            versions + runs
-        };
+        let total = |client: &mut Client| Self::history_size(client).0;
         let mut times = Vec::with_capacity(self.plan.growth_runs);
         let (mut at_100, mut at_half) = (0, 0);
         for i in 1..=self.plan.growth_runs {
@@ -476,8 +484,8 @@ impl Bench {
                 at_half = total(&mut client);
             }
         }
-        let bytes_after = total(&mut client);
-        let versions_after = Self::history_size(&mut client).2;
+        let (versions_bytes_after, runs_bytes_after, versions_after) =
+            Self::history_size(&mut client);
         let window = 100.min(times.len());
         let med = |slice: &[f64]| {
             let mut v = slice.to_vec();
@@ -493,9 +501,10 @@ impl Bench {
             first_100_median_ms: first,
             last_100_median_ms: last,
             ratio: last / first,
-            bytes_after_100: at_100,
-            bytes_after_half: at_half,
-            bytes_after,
+            versions_bytes_after_100: at_100,
+            versions_bytes_after_half: at_half,
+            versions_bytes_after,
+            runs_bytes_after,
             versions_after,
         }
     }

@@ -98,18 +98,20 @@ fn rollup_section(out: &mut String, r: &Results) {
     let _ = writeln!(
         out,
         "\nGrowth: {} consecutive runs at {} days, autovacuum as shipped: median of the first 100 \
-         {}, of the last 100 {} ({:.2}x). History (rollup_versions and rollup_runs, with indexes) \
-         after 100 runs {:.2} MiB, after {} {:.2} MiB, after all {:.2} MiB; {} versions.",
+         {}, of the last 100 {} ({:.2}x). rollup_versions (with its indexes) after 100 runs \
+         {:.2} MiB, after {} {:.2} MiB, after all {:.2} MiB, {} versions; rollup_runs, a row a \
+         run within the retention, {:.2} MiB at the end.",
         g.runs,
         g.days,
         ms(g.first_100_median_ms),
         ms(g.last_100_median_ms),
         g.ratio,
-        g.bytes_after_100 as f64 / 1_048_576.0,
+        g.versions_bytes_after_100 as f64 / 1_048_576.0,
         g.runs / 2,
-        g.bytes_after_half as f64 / 1_048_576.0,
-        g.bytes_after as f64 / 1_048_576.0,
-        g.versions_after
+        g.versions_bytes_after_half as f64 / 1_048_576.0,
+        g.versions_bytes_after as f64 / 1_048_576.0,
+        g.versions_after,
+        g.runs_bytes_after as f64 / 1_048_576.0
     );
     out.push_str(
         "\nStorage after many runs with a weekly extract among them:\n\n\

@@ -16,10 +16,11 @@ const ABOUT: &str = "Check the loans tables and the newest rollup snapshot, read
 const LONG_ABOUT: &str = "\
 Check the loans tables and the newest rollup snapshot, read-only.
 
-Prints one line per check, PASS, FAIL, INFO (worth knowing, not a failure) or SKIP, with details,
-and exits 0 when nothing failed, 1 when something did, 69 when the database cannot be reached.
-It never writes: everything is read in one read-only transaction, so the checks see one
-consistent state.
+Prints one line per check, PASS, FAIL, INFO (worth knowing, not a failure), BEHIND (the newest
+snapshot predates a change to loans; not a failure) or SKIP, with details, and exits 0 when
+nothing failed, 1 when something did, 66 when the --csv file cannot be opened, 69 when the
+database cannot be reached. It never writes: the schema is checked first, then every other check
+reads one consistent state in a read-only transaction.
 
 Checks:
   schema     the schema is at the version this binary expects (a schema that is behind fails)
