@@ -325,7 +325,8 @@ fn retention_by_time_drops_old_runs_and_the_versions_only_they_saw() {
     );
 }
 
-/// Starts a run that will block inside its snapshot transaction: the caller holds a lock on loans.
+/// Starts a run and waits until it is blocked inside its transaction: the caller holds a lock on a
+/// table the run's work reads or writes.
 fn start_blocked_run(db: &TestDb) -> Child {
     let child = isolated(BIN)
         .args(["--database-url", &db.url])
@@ -601,20 +602,7 @@ fn a_load_committed_during_a_run_is_taken_by_the_next_run() {
     let mut tx = blocker.transaction().unwrap();
     tx.batch_execute("LOCK TABLE rollup_versions IN ACCESS EXCLUSIVE MODE")
         .unwrap();
-    let run = isolated(BIN)
-        .args(["--database-url", &db.url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while db.scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'loans-rollup' AND wait_event_type = 'Lock'",
-    ) != Some("1".into())
-    {
-        assert!(Instant::now() < deadline, "the run never reached its work");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let run = start_blocked_run(&db);
     // While the run waits inside its transaction, a load commits.
     db.execute("UPDATE loans SET number_of_loans = number_of_loans + 1 WHERE date_of_repayment = '2022-09-01'");
     tx.rollback().unwrap();
