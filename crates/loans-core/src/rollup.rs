@@ -90,10 +90,9 @@ SELECT (SELECT id FROM previous),
        (SELECT max(last_day) FROM taken) + 7";
 
 /// Recomputes the days from `$1` to `$2` with the definition and stores the differences for run
-/// `$3`. A day whose current version has the recomputed figures is unchanged; for every other day
-/// in the range the current version (if any: other figures, or a day gone from `loans`) ends at
-/// this run and the recomputed row (if any) becomes a version from this run. Returns how many
-/// were added and ended.
+/// `$3`: the current versions in the range that the recomputation no longer gives (other
+/// figures, or a day gone from `loans`) end at this run; the recomputed rows that are not
+/// current already become versions from this run. Returns how many were added and ended.
 const APPLY_SQL: &str = concat!(
     "\
 WITH computed AS (
@@ -106,23 +105,21 @@ current AS (
       FROM rollup_versions
      WHERE valid_to IS NULL AND date_of_repayment BETWEEN $1::date AND $2::date
 ),
-unchanged AS (
-    SELECT c.date_of_repayment
-      FROM current AS c
-      JOIN computed AS n USING (date_of_repayment)
-     WHERE (n.number_of_loans, n.defaults, n.liquidations, n.liquidation_to_default_ratio,
-            n.ratio_rolling_avg_7d, n.rolling_window_days)
-           IS NOT DISTINCT FROM
-           (c.number_of_loans, c.defaults, c.liquidations, c.liquidation_to_default_ratio,
-            c.ratio_rolling_avg_7d, c.rolling_window_days)
-),
 ended AS (
     UPDATE rollup_versions AS v
        SET valid_to = $3
       FROM current AS c
      WHERE v.date_of_repayment = c.date_of_repayment
        AND v.valid_from = c.valid_from
-       AND NOT EXISTS (SELECT 1 FROM unchanged AS u WHERE u.date_of_repayment = c.date_of_repayment)
+       AND NOT EXISTS (
+           SELECT 1
+             FROM computed AS n
+            WHERE n.date_of_repayment = c.date_of_repayment
+              AND (n.number_of_loans, n.defaults, n.liquidations, n.liquidation_to_default_ratio,
+                   n.ratio_rolling_avg_7d, n.rolling_window_days)
+                  IS NOT DISTINCT FROM
+                  (c.number_of_loans, c.defaults, c.liquidations, c.liquidation_to_default_ratio,
+                   c.ratio_rolling_avg_7d, c.rolling_window_days))
  RETURNING 1
 ),
 added AS (
@@ -132,7 +129,15 @@ added AS (
     SELECT n.date_of_repayment, $3, n.number_of_loans, n.defaults, n.liquidations,
            n.liquidation_to_default_ratio, n.ratio_rolling_avg_7d, n.rolling_window_days
       FROM computed AS n
-     WHERE NOT EXISTS (SELECT 1 FROM unchanged AS u WHERE u.date_of_repayment = n.date_of_repayment)
+     WHERE NOT EXISTS (
+           SELECT 1
+             FROM current AS c
+            WHERE c.date_of_repayment = n.date_of_repayment
+              AND (n.number_of_loans, n.defaults, n.liquidations, n.liquidation_to_default_ratio,
+                   n.ratio_rolling_avg_7d, n.rolling_window_days)
+                  IS NOT DISTINCT FROM
+                  (c.number_of_loans, c.defaults, c.liquidations, c.liquidation_to_default_ratio,
+                   c.ratio_rolling_avg_7d, c.rolling_window_days))
  RETURNING 1
 )
 SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM ended)"
