@@ -161,6 +161,10 @@ struct StorageResult {
     runs_bytes: i64,
     /// What full copies would hold: one per run kept.
     full_copies_rows: i64,
+    /// What Adminer sends to browse the history view's first page, and the row count it then
+    /// shows, which it takes from the planner's estimate (EXPLAIN) for a view this large.
+    first_page: Stats,
+    estimated_rows: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -536,6 +540,31 @@ impl Bench {
                 )
                 .expect("count the changes");
             let (now_days, changed, kept): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            let first_page: Vec<Sample> = (0..5)
+                .map(|_| {
+                    time_it(|| {
+                        client
+                            .query(
+                                "SELECT * FROM default_liquidation_rolling_avg_hist LIMIT 50",
+                                &[],
+                            )
+                            .expect("browse the first page");
+                    })
+                })
+                .collect();
+            let plan: String = client
+                .query_one(
+                    "EXPLAIN SELECT * FROM default_liquidation_rolling_avg_hist",
+                    &[],
+                )
+                .expect("explain the view")
+                .get(0);
+            let estimated_rows = plan
+                .split(" rows=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(-1);
             results.push(StorageResult {
                 days,
                 runs,
@@ -545,6 +574,8 @@ impl Bench {
                 versions_bytes,
                 runs_bytes,
                 full_copies_rows: kept * now_days,
+                first_page: Stats::of(&first_page),
+                estimated_rows,
             });
             eprintln!("loans-bench: storage at {days} days done");
         }

@@ -116,12 +116,13 @@ fn rollup_section(out: &mut String, r: &Results) {
     out.push_str(
         "\nStorage after many runs with a weekly extract among them:\n\n\
          | days | runs | extracts | versions | days + changed rows | rollup_versions | rollup_runs | \
-         full copies would hold |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+         full copies would hold | first page of the _hist view (LIMIT 50) | rows the planner \
+         estimates |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for x in &r.storage {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {:.1} MiB | {:.2} MiB | {} rows |",
+            "| {} | {} | {} | {} | {} | {:.1} MiB | {:.2} MiB | {} rows | {} | {} |",
             x.days,
             x.runs,
             x.extracts,
@@ -129,7 +130,9 @@ fn rollup_section(out: &mut String, r: &Results) {
             x.days_plus_changed_rows,
             x.versions_bytes as f64 / 1_048_576.0,
             x.runs_bytes as f64 / 1_048_576.0,
-            x.full_copies_rows
+            x.full_copies_rows,
+            x.first_page.show(),
+            x.estimated_rows
         );
     }
 }

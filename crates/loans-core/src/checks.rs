@@ -91,10 +91,32 @@ impl Check {
 }
 
 /// Every check's result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     pub ok: bool,
     pub checks: Vec<Check>,
+    /// Figures for monitors, read in the same transaction as the checks (when the schema is
+    /// current).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub figures: Option<Figures>,
+}
+
+/// What a monitor graphs and alerts on, besides the checks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Figures {
+    /// Seconds since the newest successful rollup run finished.
+    pub last_success_age_seconds: Option<f64>,
+    /// The latest finished run's duration and the rows it wrote.
+    pub last_run_duration_seconds: Option<f64>,
+    pub last_run_rows_written: Option<i64>,
+    /// Runs that failed in the last hour.
+    pub failed_runs_last_hour: i64,
+    /// Days in `loans`.
+    pub days: i64,
+    /// The newest as-of date loaded, as seconds since the epoch (its midnight, UTC), and the
+    /// seconds since then.
+    pub newest_as_of_seconds: Option<i64>,
+    pub as_of_age_seconds: Option<f64>,
 }
 
 impl Report {
@@ -102,7 +124,94 @@ impl Report {
         Report {
             ok: checks.iter().all(|c| c.status != Status::Fail),
             checks,
+            figures: None,
         }
+    }
+
+    /// The report in Prometheus' text exposition format, every name prefixed `loans_`, for
+    /// node_exporter's textfile collector or a push gateway.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, samples: &[(String, f64)]| {
+            if samples.is_empty() {
+                return;
+            }
+            let _ = writeln!(out, "# HELP loans_{name} {help}");
+            let _ = writeln!(out, "# TYPE loans_{name} gauge");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "loans_{name}{labels} {value}");
+            }
+        };
+        let one = |value: Option<f64>| value.map(|v| vec![(String::new(), v)]).unwrap_or_default();
+        gauge(
+            "verify_ok",
+            "1 when no loans-verify check failed, else 0.",
+            &one(Some(f64::from(u8::from(self.ok)))),
+        );
+        let checks: Vec<(String, f64)> = self
+            .checks
+            .iter()
+            .map(|c| {
+                let ok = matches!(c.status, Status::Pass | Status::Info | Status::Behind);
+                (format!("{{check=\"{}\"}}", c.name), f64::from(u8::from(ok)))
+            })
+            .collect();
+        gauge(
+            "check_ok",
+            "1 when the loans-verify check passed (or only informs, or the snapshot is behind), 0 when it failed or was skipped.",
+            &checks,
+        );
+        let behind = self
+            .checks
+            .iter()
+            .find(|c| c.name == "snapshot")
+            .map(|c| f64::from(u8::from(c.status == Status::Behind)));
+        gauge(
+            "snapshot_behind",
+            "1 when the newest snapshot predates a change to loans that the next run will take.",
+            &one(behind),
+        );
+        let Some(f) = &self.figures else {
+            return out;
+        };
+        #[allow(clippy::cast_precision_loss)]
+        let int = |v: Option<i64>| v.map(|v| v as f64);
+        gauge(
+            "rollup_last_success_age_seconds",
+            "Seconds since the newest successful loans-rollup run finished.",
+            &one(f.last_success_age_seconds),
+        );
+        gauge(
+            "rollup_last_run_duration_seconds",
+            "How long the latest finished loans-rollup run took.",
+            &one(f.last_run_duration_seconds),
+        );
+        gauge(
+            "rollup_last_run_rows_written",
+            "Rows the latest finished loans-rollup run wrote (0 when nothing had changed).",
+            &one(int(f.last_run_rows_written)),
+        );
+        gauge(
+            "rollup_failed_runs_last_hour",
+            "loans-rollup runs that failed in the last hour.",
+            &one(int(Some(f.failed_runs_last_hour))),
+        );
+        gauge(
+            "table_rows",
+            "Rows (days) in the loans table.",
+            &one(int(Some(f.days))),
+        );
+        gauge(
+            "newest_as_of_timestamp_seconds",
+            "The newest as-of date of the extracts loaded, at midnight UTC, in seconds since the epoch.",
+            &one(int(f.newest_as_of_seconds)),
+        );
+        gauge(
+            "as_of_age_seconds",
+            "Seconds since the newest as-of date loaded (its midnight, UTC); divide by 86400 for days.",
+            &one(f.as_of_age_seconds),
+        );
+        out
     }
 
     /// One line per check: `PASS loans: ...`.
@@ -226,7 +335,42 @@ pub fn verify(options: &VerifyOptions) -> Result<Report, VerifyError> {
             )
         });
     }
-    Ok(Report::from_checks(checks))
+    let mut report = Report::from_checks(checks);
+    if schema_ok {
+        report.figures = Some(read_figures(&mut tx)?);
+    }
+    Ok(report)
+}
+
+fn read_figures(tx: &mut Transaction<'_>) -> Result<Figures, DbError> {
+    let row = tx
+        .query_one(
+            "SELECT (SELECT extract(epoch FROM now() - finished_at)::float8
+                       FROM rollup_runs WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1),
+                    latest.duration, latest.rows_written,
+                    (SELECT count(*) FROM rollup_runs
+                      WHERE status = 'failed' AND started_at > now() - interval '1 hour'),
+                    (SELECT count(*) FROM loans),
+                    extract(epoch FROM newest.as_of)::int8,
+                    extract(epoch FROM now())::float8 - extract(epoch FROM newest.as_of)::float8
+               FROM (SELECT) AS one
+               LEFT JOIN LATERAL (SELECT extract(epoch FROM finished_at - started_at)::float8 AS duration,
+                                         rows_written::int8
+                                    FROM rollup_runs WHERE status <> 'running'
+                                   ORDER BY id DESC LIMIT 1) AS latest ON true
+               LEFT JOIN LATERAL (SELECT max(as_of) AS as_of FROM loan_loads) AS newest ON true",
+            &[],
+        )
+        .map_err(DbError::query("reading the figures for monitors"))?;
+    Ok(Figures {
+        last_success_age_seconds: row.get(0),
+        last_run_duration_seconds: row.get(1),
+        last_run_rows_written: row.get(2),
+        failed_runs_last_hour: row.get(3),
+        days: row.get(4),
+        newest_as_of_seconds: row.get(5),
+        as_of_age_seconds: row.get(6),
+    })
 }
 
 fn check_schema(client: &mut postgres::Client) -> Result<Check, DbError> {

@@ -42,6 +42,8 @@ Examples:
     loans-verify --csv data/loans.csv
   From a monitor: fail if the rollup has not succeeded in 5 minutes; read the JSON:
     loans-verify --max-age 5m --format json
+  Metrics for node_exporter's textfile collector, written whole or not at all:
+    loans-verify --max-age 5m --format prometheus > loans.prom.tmp; mv loans.prom.tmp loans.prom
   An older snapshot, by its run id:
     loans-verify --run 1200
   In CI, where the extract must have no gaps:
@@ -51,8 +53,11 @@ Examples:
 enum Format {
     /// One line per check.
     Text,
-    /// One JSON object: {"ok": bool, "checks": [{"name", "status", "details"}]}.
+    /// One JSON object: {"ok": bool, "checks": [{"name", "status", "details"}], "figures": {...}}.
     Json,
+    /// Prometheus' text exposition format (loans_* gauges), for node_exporter's textfile
+    /// collector.
+    Prometheus,
 }
 
 /// Command line, as typed.
@@ -107,6 +112,7 @@ fn main() -> ExitCode {
     let text = match cli.format {
         Format::Text => report.to_text(),
         Format::Json => report.to_json(),
+        Format::Prometheus => report.to_prometheus(),
     };
     let printed = logging::succeed(&text);
     if printed == ExitCode::SUCCESS {

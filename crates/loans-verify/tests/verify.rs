@@ -228,6 +228,88 @@ fn an_older_snapshot_is_checked_with_run() {
     );
 }
 
+/// The value of the sample `name` (with its labels) in Prometheus text, and that it has its HELP
+/// and TYPE lines.
+fn sample<'a>(text: &'a str, name: &str) -> &'a str {
+    let family = name.split('{').next().unwrap();
+    assert!(
+        text.contains(&format!("# HELP {family} "))
+            && text.contains(&format!("# TYPE {family} gauge\n")),
+        "{family} lacks HELP or TYPE\n{text}"
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name}\n{text}"))
+}
+
+fn number(text: &str, name: &str) -> f64 {
+    sample(text, name).parse().unwrap()
+}
+
+#[test]
+fn prometheus_format_has_the_figures_a_monitor_needs() {
+    let db = ready();
+    db.execute(
+        "INSERT INTO rollup_runs (started_at, finished_at, status, rollup_version, error)
+         VALUES (now() - interval '5 minutes', now() - interval '5 minutes', 'failed', 'v2', 'x'),
+                (now() - interval '2 hours', now() - interval '2 hours', 'failed', 'v2', 'y')",
+    );
+    rollup(&db);
+    let out = verify(&db)
+        .args(["--format", "prometheus", "--max-age", "5m"])
+        .expect(0);
+    let text = &out.stdout;
+    // Every line is a comment or a loans_ sample.
+    for line in text.lines() {
+        assert!(
+            line.starts_with("# HELP loans_")
+                || line.starts_with("# TYPE loans_")
+                || line.starts_with("loans_"),
+            "{line}"
+        );
+    }
+    assert_eq!(sample(text, "loans_verify_ok"), "1");
+    for check in ["schema", "loans", "gaps", "snapshot", "freshness"] {
+        assert_eq!(
+            sample(text, &format!("loans_check_ok{{check=\"{check}\"}}")),
+            "1",
+            "{check}"
+        );
+    }
+    assert_eq!(sample(text, "loans_snapshot_behind"), "0");
+    // data/loans.csv: 620 days, as of 2023-05-09 (1683590400 at midnight UTC).
+    assert_eq!(sample(text, "loans_table_rows"), "620");
+    assert_eq!(
+        sample(text, "loans_newest_as_of_timestamp_seconds"),
+        "1683590400"
+    );
+    let age = number(text, "loans_as_of_age_seconds");
+    let expected = (chrono::Utc::now().timestamp() - 1_683_590_400) as f64;
+    assert!((age - expected).abs() < 60.0, "{age} != {expected}");
+    // One failure within the hour, one before it.
+    assert_eq!(sample(text, "loans_rollup_failed_runs_last_hour"), "1");
+    assert!(number(text, "loans_rollup_last_success_age_seconds") < 60.0);
+    assert!(number(text, "loans_rollup_last_run_duration_seconds") >= 0.0);
+    assert_eq!(
+        sample(text, "loans_rollup_last_run_rows_written"),
+        "0",
+        "nothing had changed"
+    );
+
+    // A failing check shows as 0, and behind as 1.
+    db.execute("UPDATE loans SET number_of_loans = number_of_loans + 1 WHERE date_of_repayment = '2022-01-05'");
+    db.execute("UPDATE rollup_runs SET finished_at = now() - interval '1 hour'");
+    let out = verify(&db)
+        .args(["--format", "prometheus", "--max-age", "5m"])
+        .expect(1);
+    assert_eq!(sample(&out.stdout, "loans_verify_ok"), "0");
+    assert_eq!(
+        sample(&out.stdout, "loans_check_ok{check=\"freshness\"}"),
+        "0"
+    );
+    assert_eq!(sample(&out.stdout, "loans_snapshot_behind"), "1");
+}
+
 #[test]
 fn a_csv_that_cannot_be_opened_is_status_66_before_connecting() {
     // The database is unreachable too: the file is looked at first.
@@ -397,7 +479,8 @@ fn help_lists_the_checks_and_exit_statuses() {
         "freshness",
         "Examples:",
         "1   one or more checks failed",
-        r#"{"ok": bool, "checks": [{"name", "status", "details"}]}"#,
+        r#"{"ok": bool, "checks": [{"name", "status", "details"}],"#,
+        "prometheus",
     ] {
         assert!(out.stdout.contains(needle), "{needle:?} missing\n{out}");
     }
