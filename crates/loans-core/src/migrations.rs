@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rollup_history",
         sql: include_str!("../sql/schema/V003__rollup_history.sql"),
     },
+    Migration {
+        version: 4,
+        name: "reader_role",
+        sql: include_str!("../sql/schema/V004__reader_role.sql"),
+    },
 ];
 
 /// Advisory lock key space of this project (`'loan'` in ASCII), and the key that serialises

@@ -311,6 +311,54 @@ fn prometheus_format_has_the_figures_a_monitor_needs() {
 }
 
 #[test]
+fn the_reader_role_reads_every_table_and_view_and_writes_nothing() {
+    let db = ready();
+    let user = format!("analyst_{}", db.name);
+    db.execute(&format!(
+        "CREATE ROLE {user} LOGIN PASSWORD 'reads'; GRANT loans_reader TO {user};"
+    ));
+    // The same server and database, as the analyst.
+    let (_, server) = db.url.split_once('@').expect("a URL with a user");
+    let url = format!("postgresql://{user}:reads@{server}");
+    let mut analyst = loans_testkit::cluster::connect(&url);
+    let relations: Vec<String> = db.rows(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v') ORDER BY 1",
+    );
+    assert!(relations.len() >= 8, "{relations:?}");
+    for relation in &relations {
+        analyst
+            .query(&format!("SELECT * FROM {relation} LIMIT 1"), &[])
+            .unwrap_or_else(|e| panic!("the reader cannot read {relation}: {e}"));
+    }
+    // And the reader passes the verifier's checks.
+    Cmd::new(BIN).args(["--database-url", &url]).expect(0);
+    for write in [
+        "INSERT INTO loans VALUES ('1999-01-01', 1, 0, 0, NULL, 1, now())",
+        "UPDATE loans SET defaults = 0",
+        "DELETE FROM loans",
+        "TRUNCATE loans",
+        "UPDATE rollup_versions SET valid_to = NULL",
+        "DELETE FROM rollup_runs",
+        "INSERT INTO loans_changes VALUES ('-infinity', 'infinity')",
+        "CREATE TABLE mine (x int)",
+        "CREATE VIEW mine AS SELECT 1",
+        "DROP TABLE loan_loads",
+        "ALTER TABLE loans ADD COLUMN x int",
+        "CREATE SCHEMA mine",
+    ] {
+        let err = analyst
+            .batch_execute(write)
+            .expect_err(&format!("the reader could: {write}"));
+        let code = err.code().map(|c| c.code().to_owned()).unwrap_or_default();
+        assert!(
+            code == "42501" || code == "42704",
+            "{write}: {err} (SQLSTATE {code})"
+        );
+    }
+}
+
+#[test]
 fn a_csv_that_cannot_be_opened_is_status_66_before_connecting() {
     // The database is unreachable too: the file is looked at first.
     let out = Cmd::new(BIN)
@@ -433,15 +481,15 @@ fn a_schema_that_is_behind_is_reported_and_never_migrated() {
     );
 
     let db = ready();
-    db.execute("DELETE FROM schema_migrations WHERE version = 3");
+    db.execute("DELETE FROM schema_migrations WHERE version = 4");
     let out = verify(&db).expect(1);
     assert!(
-        line(&out, "schema").contains("version 2, this binary expects 3: 1 migration(s) pending"),
+        line(&out, "schema").contains("version 3, this binary expects 4: 1 migration(s) pending"),
         "{out}"
     );
     assert_eq!(
         db.scalar("SELECT count(*) FROM schema_migrations").unwrap(),
-        "2"
+        "3"
     );
 }
 

@@ -26,12 +26,21 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   rm -f "$pwfile"
   echo "listen_addresses = '*'" >>"$PGDATA/postgresql.conf"
   echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
+  pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
   if [ "$db" != postgres ]; then
-    pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
     escaped=$(printf '%s' "$db" | sed 's/"/""/g')
     psql -X -q -v ON_ERROR_STOP=1 -U "$user" -d postgres -c "CREATE DATABASE \"$escaped\""
-    pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
   fi
+  # As the official image does: *.sh run (or sourced when not executable), *.sql fed to psql.
+  for f in /docker-entrypoint-initdb.d/*; do
+    # shellcheck disable=SC1090 # the scripts are the user's, found when the container starts
+    case "$f" in
+      *.sh) if [ -x "$f" ]; then "$f"; else . "$f"; fi ;;
+      *.sql) psql -X -q -v ON_ERROR_STOP=1 -U "$user" -d "$db" -f "$f" ;;
+      *) ;;
+    esac
+  done
+  pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
   echo "stand-in postgres: created the cluster, superuser $user, database $db"
 fi
 exec "$@"
