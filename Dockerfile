@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The image for the `loader` and `cron` services: loans-load, loans-rollup and loans-verify in
-# /usr/local/bin, plus cron. Built by `docker compose up`; see docker-compose.yml.
+# /usr/local/bin, plus cron and logrotate (for cron.log). Built by `docker compose up`; see docker-compose.yml.
 
 # --- build: the workspace's binaries (the postgres crate needs Rust 1.85 or later) -------------
 FROM rust:1.93-slim-bookworm AS build
@@ -39,7 +39,7 @@ FROM debian:bookworm-slim
 # so it is turned off; Debian's own maintenance jobs are removed, leaving only ours.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates cron \
+ && apt-get install -y --no-install-recommends ca-certificates cron logrotate \
  && rm -rf /var/lib/apt/lists/* \
  && sed -i '/pam_loginuid.so/s/^/# /' /etc/pam.d/cron \
  && rm -f /etc/cron.d/* /etc/cron.daily/*
