@@ -552,13 +552,16 @@ impl Bench {
                     })
                 })
                 .collect();
+            // EXPLAIN prints one row per plan line; the top line carries the estimate.
             let plan: String = client
-                .query_one(
+                .query(
                     "EXPLAIN SELECT * FROM default_liquidation_rolling_avg_hist",
                     &[],
                 )
                 .expect("explain the view")
-                .get(0);
+                .first()
+                .map(|row| row.get(0))
+                .unwrap_or_default();
             let estimated_rows = plan
                 .split(" rows=")
                 .nth(1)
