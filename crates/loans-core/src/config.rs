@@ -3,7 +3,8 @@
 //!
 //! Precedence is the one users know from libpq tools: an explicit URL (`--database-url` or
 //! `DATABASE_URL`) wins; otherwise `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD` and `PGDATABASE` are
-//! read with psql's defaults. The password never appears in any message.
+//! read with psql's defaults. The password never appears in any message. TLS follows libpq too:
+//! `sslmode` and `sslrootcert` in the URL, else `PGSSLMODE` and `PGSSLROOTCERT` (see [`crate::tls`]).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -12,13 +13,15 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::exit::{Exit, ExitStatus};
+use crate::tls::{self, SslMode, Tls};
 
 /// Connection options, flattened into each binary's command line.
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
     /// PostgreSQL connection URL, such as postgresql://loans:secret@localhost:5432/loans (a
     /// key=value string works too). Without it, PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE
-    /// are read the way psql reads them.
+    /// are read the way psql reads them. TLS: ?sslmode=disable|prefer|require|verify-ca|verify-full
+    /// (default prefer, or PGSSLMODE) and ?sslrootcert=FILE|system (or PGSSLROOTCERT).
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
@@ -38,6 +41,7 @@ pub struct DbArgs {
 #[derive(Debug, Clone)]
 pub struct DbConfig {
     pub(crate) pg: postgres::Config,
+    pub(crate) tls: Tls,
     target: String,
 }
 
@@ -51,6 +55,8 @@ pub enum ConfigError {
     InvalidUrl(String),
     #[error("PGPORT is not a port number: {0:?}")]
     InvalidPort(String),
+    #[error("TLS settings: {0}")]
+    Tls(String),
 }
 
 impl ExitStatus for ConfigError {
@@ -73,9 +79,12 @@ impl DbArgs {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<DbConfig, ConfigError> {
         let var = |name: &str| env(name).filter(|value| !value.is_empty());
+        let mut url_tls = TlsOptions::default();
         let mut pg = match &self.database_url {
             Some(url) => {
-                let mut pg = parse_url(url)?;
+                let (url, options) = take_tls_options(url);
+                url_tls = options;
+                let mut pg = parse_url(&url)?;
                 // libpq also falls back to PGPASSWORD when the URL carries no password.
                 if pg.get_password().is_none() {
                     if let Some(password) = var("PGPASSWORD") {
@@ -94,8 +103,143 @@ impl DbArgs {
         }
         // Notices ("relation already exists, skipping") are detail, not news.
         pg.notice_callback(|notice| log::debug!("server notice: {}", notice.message()));
+        let tls = tls_settings(url_tls, &var)?;
+        pg.ssl_mode(tls.wire_mode());
         let target = describe(&pg);
-        Ok(DbConfig { pg, target })
+        Ok(DbConfig { pg, tls, target })
+    }
+}
+
+/// `sslmode` and `sslrootcert` as written in a URL or key=value string.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct TlsOptions {
+    pub(crate) mode: Option<String>,
+    pub(crate) root_cert: Option<String>,
+}
+
+/// The URL's TLS options win over PGSSLMODE and PGSSLROOTCERT, as in libpq.
+fn tls_settings(
+    options: TlsOptions,
+    var: &impl Fn(&str) -> Option<String>,
+) -> Result<Tls, ConfigError> {
+    let mode = match options.mode.or_else(|| var("PGSSLMODE")) {
+        Some(text) => SslMode::parse(&text).map_err(ConfigError::Tls)?,
+        None => SslMode::Prefer,
+    };
+    let root_cert = options.root_cert.or_else(|| var("PGSSLROOTCERT"));
+    let home = var("HOME").map(std::path::PathBuf::from);
+    tls::configure(mode, root_cert.as_deref(), home.as_deref()).map_err(ConfigError::Tls)
+}
+
+/// Takes `sslmode` and `sslrootcert` out of a URL or key=value string: the client library knows
+/// only three of libpq's modes and no `sslrootcert`, so we read them ourselves. A string we cannot
+/// take apart is returned as it is, for the library to report.
+pub(crate) fn take_tls_options(url: &str) -> (String, TlsOptions) {
+    let mut options = TlsOptions::default();
+    let mut keep = |key: &str, value: String| match key {
+        "sslmode" => {
+            options.mode = Some(value);
+            false
+        }
+        "sslrootcert" => {
+            options.root_cert = Some(value);
+            false
+        }
+        _ => true,
+    };
+    let rest = if url.contains("://") {
+        let Some((base, query)) = url.split_once('?') else {
+            return (url.to_owned(), options);
+        };
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                keep(key, percent_decode(value))
+            })
+            .collect();
+        if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        }
+    } else {
+        let Some(pairs) = key_value_pairs(url) else {
+            return (url.to_owned(), options);
+        };
+        pairs
+            .into_iter()
+            .filter(|(key, value)| keep(key, value.clone()))
+            .map(|(key, value)| {
+                format!(
+                    "{key}='{}'",
+                    value.replace('\\', "\\\\").replace('\'', "\\'")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    (rest, options)
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// libpq's `key = value` form: values bare or in single quotes, with backslash escapes.
+fn key_value_pairs(text: &str) -> Option<Vec<(String, String)>> {
+    let mut pairs = vec![];
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Some(pairs);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        chars.next_if_eq(&'=')?;
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next()? {
+                    '\'' => break,
+                    '\\' => value.push(chars.next()?),
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.push(chars.next()?);
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        pairs.push((key, value));
     }
 }
 
@@ -123,6 +267,11 @@ impl DbConfig {
             connect_timeout: 5,
         }
         .validate_with(application_name, |_| None)
+    }
+
+    /// The TLS mode connections are made with.
+    pub fn ssl_mode(&self) -> SslMode {
+        self.tls.mode
     }
 }
 
@@ -345,5 +494,61 @@ mod tests {
             .validate_with("t", env(&[]))
             .unwrap();
         assert_eq!(cfg.pg.get_connect_timeout(), Some(&Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn tls_options_are_taken_out_of_both_forms() {
+        let (rest, options) = take_tls_options(
+            "postgresql://u:pw@h:5/d?sslmode=verify-full&application_name=x&sslrootcert=%2Fetc%2Fca.pem",
+        );
+        assert_eq!(rest, "postgresql://u:pw@h:5/d?application_name=x");
+        assert_eq!(options.mode.as_deref(), Some("verify-full"));
+        assert_eq!(options.root_cert.as_deref(), Some("/etc/ca.pem"));
+        let (rest, options) = take_tls_options("postgresql://h/d?sslmode=require");
+        assert_eq!(rest, "postgresql://h/d");
+        assert_eq!(options.mode.as_deref(), Some("require"));
+        let (rest, options) = take_tls_options(
+            r"host=h  password='it\'s \\ odd' sslrootcert = '/a b/ca.pem' sslmode=verify-ca",
+        );
+        assert_eq!(options.mode.as_deref(), Some("verify-ca"));
+        assert_eq!(options.root_cert.as_deref(), Some("/a b/ca.pem"));
+        // What is left still parses to the same password.
+        let pg: postgres::Config = rest.parse().unwrap();
+        assert_eq!(pg.get_password(), Some(&br"it's \ odd"[..]), "{rest}");
+    }
+
+    #[test]
+    fn the_url_sslmode_wins_over_pgsslmode_and_prefer_is_the_default() {
+        let mode = |url: &str, vars: &[(&str, &str)]| {
+            args(Some(url))
+                .validate_with("t", env(vars))
+                .map(|cfg| cfg.ssl_mode().to_string())
+        };
+        assert_eq!(mode("postgresql://h/d", &[]).unwrap(), "prefer");
+        assert_eq!(
+            mode("postgresql://h/d", &[("PGSSLMODE", "disable")]).unwrap(),
+            "disable"
+        );
+        assert_eq!(
+            mode(
+                "postgresql://h/d?sslmode=require",
+                &[("PGSSLMODE", "disable")]
+            )
+            .unwrap(),
+            "require"
+        );
+        let err = mode("postgresql://u:s3cret@h/d?sslmode=always", &[]).unwrap_err();
+        assert_eq!(err.exit(), Exit::Usage);
+        assert!(
+            err.to_string()
+                .starts_with("TLS settings: sslmode \"always\""),
+            "{err}"
+        );
+        let err = mode(
+            "postgresql://h/d?sslmode=verify-full",
+            &[("PGSSLROOTCERT", "/nonexistent/root.pem")],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/root.pem"), "{err}");
     }
 }

@@ -12,3 +12,4 @@ pub mod load;
 pub mod logging;
 pub mod migrations;
 pub mod rollup;
+pub mod tls;

@@ -8,7 +8,7 @@
 use std::fs;
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -152,7 +152,29 @@ impl Cluster {
         }
     }
 
+    /// A cluster of one test's own: `prepare` gets the data folder between initdb and the first
+    /// start, to write certificates, `pg_hba.conf` or settings (appended to postgresql.conf) into
+    /// it. Its admin connection goes through the local socket, so `pg_hba.conf` may refuse TCP
+    /// as it likes. The server stops when the test process ends.
+    pub fn private(prepare: impl FnOnce(&Path)) -> Cluster {
+        Cluster::start_with(prepare, true)
+    }
+
+    /// The server's TCP port on 127.0.0.1 (only for clusters the tests started).
+    pub fn port(&self) -> u16 {
+        self.own.as_ref().expect("a cluster the tests started").port
+    }
+
+    /// A connection to the maintenance database as the superuser.
+    pub fn admin(&self) -> postgres::Client {
+        connect(&self.admin_url)
+    }
+
     fn start() -> Cluster {
+        Cluster::start_with(|_| {}, false)
+    }
+
+    fn start_with(prepare: impl FnOnce(&Path), admin_by_socket: bool) -> Cluster {
         let bindir = find_bindir();
         let as_postgres = running_as_root();
         let dir = std::env::temp_dir().join(format!(
@@ -175,6 +197,10 @@ impl Cluster {
         };
         own.watch_parent();
         own.initdb();
+        prepare(&own.data());
+        if as_postgres {
+            give_to_postgres(&own.data());
+        }
         for attempt in 0..5 {
             own.port = free_port();
             if own.pg_ctl_start() {
@@ -183,8 +209,17 @@ impl Cluster {
             assert!(attempt < 4, "PostgreSQL did not start:\n{}", own.log());
         }
         let base = format!("postgresql://postgres@127.0.0.1:{}", own.port);
+        let admin_url = if admin_by_socket {
+            format!(
+                "host='{}' port={} user=postgres dbname=postgres",
+                own.dir.display(),
+                own.port
+            )
+        } else {
+            format!("{base}/postgres")
+        };
         Cluster {
-            admin_url: format!("{base}/postgres"),
+            admin_url,
             base,
             own: Some(own),
         }
@@ -305,6 +340,16 @@ impl OwnCluster {
             .spawn()
             .expect("spawn the cluster's cleanup watcher");
     }
+}
+
+/// Files a test wrote into the data folder as root belong to the server's user.
+fn give_to_postgres(path: &Path) {
+    let status = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(path)
+        .status()
+        .expect("run chown");
+    assert!(status.success(), "chown -R postgres {}", path.display());
 }
 
 fn base_of(config: &postgres::Config) -> String {

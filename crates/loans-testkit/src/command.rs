@@ -17,6 +17,8 @@ const DB_VARS: &[&str] = &[
     "PGDATABASE",
     "PGCONNECT_TIMEOUT",
     "PGSERVICE",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
     "RUST_LOG",
     "LOANS_ROLLUP_KEEP",
 ];
@@ -41,7 +43,7 @@ pub struct Output {
 }
 
 /// `program` as a `std::process::Command` with a clean database environment: no DATABASE_URL,
-/// PG*, RUST_LOG or LOANS_ROLLUP_KEEP from the caller's shell. For children a test manages
+/// PG* (TLS settings too), RUST_LOG or LOANS_ROLLUP_KEEP from the caller's shell. For children a test manages
 /// itself (to kill them, say); [`Cmd`] builds on it.
 pub fn isolated(program: impl AsRef<OsStr>) -> Command {
     let mut command = Command::new(program);

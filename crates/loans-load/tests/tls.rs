@@ -1,0 +1,252 @@
+//! TLS as libpq users know it, against a cluster of this test's own that accepts only TLS
+//! connections (`hostssl` in pg_hba.conf), with a certificate for `db.loans.test` signed by a CA
+//! the test makes. The loader stands for all three tools: they connect through the same code.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use loans_testkit::cluster::Cluster;
+use loans_testkit::command::Cmd;
+
+const BIN: &str = env!("CARGO_BIN_EXE_loans-load");
+const HOST: &str = "db.loans.test";
+
+struct Setup {
+    cluster: Cluster,
+    certs: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (Debian's openssl package, which postgresql depends on)");
+    assert!(
+        out.status.success(),
+        "openssl {}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`name.crt`, `name.key`) of the test's own.
+fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=loans test {name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+}
+
+fn setup() -> &'static Setup {
+    static SETUP: OnceLock<Setup> = OnceLock::new();
+    SETUP.get_or_init(|| {
+        let mut certs = PathBuf::new();
+        let cluster = Cluster::private(|data| {
+            // Beside the data folder, so they go when the cluster's folder goes.
+            certs = data.parent().unwrap().join("certs");
+            std::fs::create_dir_all(&certs).unwrap();
+            make_certificates(&certs);
+            for file in ["server.crt", "server.key"] {
+                std::fs::copy(certs.join(file), data.join(file)).unwrap();
+            }
+            set_key_mode(&data.join("server.key"));
+            let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+            conf.push_str(
+                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            );
+            std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+            // The socket for the test's own admin connection; over TCP, TLS or nothing.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+        });
+        cluster
+            .admin()
+            .batch_execute("CREATE DATABASE loans")
+            .expect("create the database");
+        Setup { cluster, certs }
+    })
+}
+
+/// Two CAs, and a certificate for [`HOST`] signed by the first.
+fn make_certificates(certs: &Path) {
+    make_ca(certs, "ca");
+    make_ca(certs, "other-ca");
+    openssl(
+        certs,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={HOST}"),
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(
+        certs.join("server.ext"),
+        format!(
+            "subjectAltName=DNS:{HOST}\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .unwrap();
+    openssl(
+        certs,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ],
+    );
+}
+
+fn set_key_mode(key: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn url(host: &str, query: &str) -> String {
+    let setup = setup();
+    let port = setup.cluster.port();
+    format!("postgresql://postgres@{host}:{port}/loans?hostaddr=127.0.0.1&connect_timeout=5{query}")
+}
+
+fn cert(name: &str) -> String {
+    setup().certs.join(name).display().to_string()
+}
+
+fn load(url: &str) -> Cmd {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small.csv");
+    // A home without ~/.postgresql/root.crt, whatever the user running the tests has there.
+    Cmd::new(BIN)
+        .env("HOME", setup().certs.join("home"))
+        .arg("--database-url")
+        .arg(url)
+        .arg(fixture)
+}
+
+#[test]
+fn require_encrypts_without_checking_the_certificate() {
+    load(&url(HOST, "&sslmode=require")).expect(0);
+    // The default, prefer, takes TLS when the server offers it: this server offers nothing else.
+    load(&url("127.0.0.1", "")).expect(0);
+}
+
+#[test]
+fn a_plain_connection_is_refused_by_the_server() {
+    let out = load(&url(HOST, "&sslmode=disable")).expect(69);
+    assert!(out.stderr.contains("no encryption"), "{out}");
+    assert!(
+        out.stderr.contains("cannot connect to PostgreSQL at"),
+        "{out}"
+    );
+}
+
+#[test]
+fn verify_full_with_the_right_ca_and_host_name_connects() {
+    let ca = cert("ca.crt");
+    load(&url(
+        HOST,
+        &format!("&sslmode=verify-full&sslrootcert={ca}"),
+    ))
+    .expect(0);
+    // The same from libpq's variables.
+    load(&url(HOST, ""))
+        .env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", &ca)
+        .expect(0);
+}
+
+#[test]
+fn verify_full_refuses_a_certificate_from_another_ca() {
+    let other = cert("other-ca.crt");
+    let out = load(&url(
+        HOST,
+        &format!("&sslmode=verify-full&sslrootcert={other}"),
+    ))
+    .expect(69);
+    assert!(
+        out.stderr.contains(&format!(
+            "error performing TLS handshake: the server's certificate is not signed by a CA in \
+             {other}"
+        )),
+        "{out}"
+    );
+    // require checks the chain too once a root certificate is given, as libpq does.
+    let out = load(&url(HOST, &format!("&sslmode=require&sslrootcert={other}"))).expect(69);
+    assert!(out.stderr.contains("is not signed by a CA in"), "{out}");
+}
+
+#[test]
+fn verify_full_refuses_a_host_name_the_certificate_is_not_for() {
+    let ca = cert("ca.crt");
+    let out = load(&url(
+        "127.0.0.1",
+        &format!("&sslmode=verify-full&sslrootcert={ca}"),
+    ))
+    .expect(69);
+    assert!(
+        out.stderr
+            .contains("the server's certificate is not valid for the host name 127.0.0.1"),
+        "{out}"
+    );
+    // verify-ca checks the CA alone, so the same connection goes through.
+    load(&url(
+        "127.0.0.1",
+        &format!("&sslmode=verify-ca&sslrootcert={ca}"),
+    ))
+    .expect(0);
+}
+
+#[test]
+fn a_verify_mode_without_a_root_certificate_is_a_usage_error() {
+    let out = load(&url(HOST, "&sslmode=verify-full")).expect(2);
+    assert!(
+        out.stderr.contains("sslmode=verify-full needs the CA")
+            && out.stderr.contains(".postgresql/root.crt does not exist"),
+        "{out}"
+    );
+}
