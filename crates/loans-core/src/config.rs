@@ -57,6 +57,9 @@ pub enum ConfigError {
     InvalidPort(String),
     #[error("TLS settings: {0}")]
     Tls(String),
+    /// A setting of the source database (`loans-load --source-db`).
+    #[error("--source-db: {0}")]
+    Source(Box<ConfigError>),
 }
 
 impl ExitStatus for ConfigError {
@@ -267,6 +270,29 @@ impl DbConfig {
             connect_timeout: 5,
         }
         .validate_with(application_name, |_| None)
+    }
+
+    /// A URL naming the server, database and user, never the password: how `loan_loads`
+    /// records a source database.
+    pub fn url_without_password(&self) -> String {
+        let port = self.pg.get_ports().first().copied().unwrap_or(5432);
+        let user = self.pg.get_user().unwrap_or_default();
+        let db = self.pg.get_dbname().unwrap_or_default();
+        match self.pg.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(name)) if name.contains(':') => {
+                format!("postgresql://{user}@[{name}]:{port}/{db}")
+            }
+            Some(postgres::config::Host::Tcp(name)) => {
+                format!("postgresql://{user}@{name}:{port}/{db}")
+            }
+            Some(postgres::config::Host::Unix(dir)) => {
+                format!(
+                    "postgresql://{user}@/{db}?host={}&port={port}",
+                    dir.display()
+                )
+            }
+            None => format!("postgresql://{user}@localhost:{port}/{db}"),
+        }
     }
 
     /// The TLS mode connections are made with.

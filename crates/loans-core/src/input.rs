@@ -125,15 +125,22 @@ pub struct RowError {
     pub place: Place,
     pub value: String,
     pub reason: String,
+    /// The row's date as the source wrote it, for inputs whose rows are better named by their
+    /// date than by a line (a query's result): see [`LoanCsv::name_rows_by_date`].
+    pub day: Option<String>,
 }
 
 impl fmt::Display for RowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "line {}, {}: {:?}: {}",
-            self.line, self.place, self.value, self.reason
-        )
+        match &self.day {
+            None => write!(f, "line {}", self.line)?,
+            // Line 1 is the header COPY writes, so a result row's number is one less.
+            Some(day) if day.is_empty() => {
+                write!(f, "row {} (no date_of_repayment)", self.line - 1)?;
+            }
+            Some(day) => write!(f, "row {} (date_of_repayment {day})", self.line - 1)?,
+        }
+        write!(f, ", {}: {:?}: {}", self.place, self.value, self.reason)
     }
 }
 
@@ -259,6 +266,7 @@ pub struct LoanCsv<R> {
     fields: Fields,
     seen: DateSet,
     rows: u64,
+    by_date: bool,
 }
 
 impl<R> fmt::Debug for LoanCsv<R> {
@@ -306,6 +314,7 @@ impl<R: Read> LoanCsv<R> {
             fields: Fields::default(),
             seen: DateSet::default(),
             rows: 0,
+            by_date: false,
         };
         if csv.next_record()?.is_none() {
             return Err(csv.error(InputErrorKind::Empty));
@@ -313,6 +322,12 @@ impl<R: Read> LoanCsv<R> {
         let header = parse_header(&csv.fields.all()).map_err(|kind| csv.error(kind))?;
         csv.header = header;
         Ok(csv)
+    }
+
+    /// Names bad rows by their date and row number rather than by line, for a query's result,
+    /// whose lines nobody sees.
+    pub fn name_rows_by_date(&mut self) {
+        self.by_date = true;
     }
 
     /// The header's contents.
@@ -331,19 +346,28 @@ impl<R: Read> LoanCsv<R> {
         };
         self.rows += 1;
         let fields = self.fields.all();
-        let row = check_row(line, &fields).and_then(|row| {
-            if self.seen.insert(row.date) {
-                Ok(row)
-            } else {
-                Err(RowError {
-                    line,
-                    place: Place::Column(Column::DateOfRepayment),
-                    value: fields[0].trim().to_owned(),
-                    reason: "this date appears on an earlier line too; each day must appear once"
-                        .to_owned(),
-                })
-            }
-        });
+        let row = check_row(line, &fields)
+            .and_then(|row| {
+                if self.seen.insert(row.date) {
+                    Ok(row)
+                } else {
+                    Err(RowError {
+                        line,
+                        place: Place::Column(Column::DateOfRepayment),
+                        value: fields[0].trim().to_owned(),
+                        reason: "this date appears on an earlier line too; each day must appear \
+                                 once"
+                            .to_owned(),
+                        day: None,
+                    })
+                }
+            })
+            .map_err(|mut err| {
+                if self.by_date {
+                    err.day = Some(shorten(fields[0].trim()));
+                }
+                err
+            });
         Ok(Some(row))
     }
 
@@ -650,6 +674,7 @@ fn check_row(line: u64, fields: &[&str]) -> Result<LoanRow, RowError> {
             place: Place::Row,
             value: shorten(&fields.join(",")),
             reason: format!("{} field{s}; expected 4", fields.len()),
+            day: None,
         });
     }
     let field = |c: Column| fields[c as usize].trim();
@@ -658,6 +683,7 @@ fn check_row(line: u64, fields: &[&str]) -> Result<LoanRow, RowError> {
         place: Place::Column(c),
         value: shorten(field(c)),
         reason,
+        day: None,
     };
     let date =
         parse_date(field(Column::DateOfRepayment)).map_err(|r| bad(Column::DateOfRepayment, r))?;
@@ -672,6 +698,7 @@ fn check_row(line: u64, fields: &[&str]) -> Result<LoanRow, RowError> {
             place: Place::Outcomes,
             value: format!("{defaults} + {liquidations} = {outcomes}"),
             reason: format!("more than number_of_loans ({number_of_loans})"),
+            day: None,
         });
     }
     Ok(LoanRow {
@@ -1010,6 +1037,29 @@ mod tests {
     }
 
     #[test]
+    fn rows_of_a_query_are_named_by_date_and_row_number() {
+        let text = "date_of_repayment,number_of_loans,defaults,liquidations\n\
+                    2023-01-01,5,1,1\n2023-01-02,5,9,1\n,5,1,1\n";
+        let mut csv = LoanCsv::new("q".into(), text.as_bytes()).unwrap();
+        csv.name_rows_by_date();
+        let mut errors = vec![];
+        while let Some(row) = csv.next_row().unwrap() {
+            if let Err(err) = row {
+                errors.push(err.to_string());
+            }
+        }
+        assert_eq!(
+            errors,
+            [
+                "row 2 (date_of_repayment 2023-01-02), columns 3+4 (defaults + liquidations): \
+                 \"9 + 1 = 10\": more than number_of_loans (5)",
+                "row 3 (no date_of_repayment), column 1 (date_of_repayment): \"\": not a date in \
+                 YYYY-MM-DD form",
+            ]
+        );
+    }
+
+    #[test]
     fn the_report_shows_twenty_rows_and_counts_the_rest() {
         let first: Vec<RowError> = (0..20)
             .map(|i| RowError {
@@ -1017,6 +1067,7 @@ mod tests {
                 place: Place::Row,
                 value: "x".into(),
                 reason: "1 field; expected 4".into(),
+                day: None,
             })
             .collect();
         let err = InputError {

@@ -9,6 +9,10 @@
 //! Extracts are applied in the order of their as-of dates, so an old file cannot undo a newer one:
 //! a file whose bytes were loaded before is a no-op, and a file older than the newest loaded
 //! extract is refused unless the caller asks for it ([`LoadOptions::allow_older`]).
+//!
+//! The rows may also come from another team's PostgreSQL ([`Input::Database`]): a query's result,
+//! streamed with `COPY (query) TO STDOUT` in CSV with its header, goes through the same reader,
+//! checks, merge and load log as a file.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -17,20 +21,140 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveDate, Utc};
 use postgres::Transaction;
 
-use crate::config::DbConfig;
+use crate::config::{ConfigError, DbArgs, DbConfig};
 use crate::db::{self, DbError};
 use crate::exit::{Exit, ExitStatus};
-use crate::input::{self, InputError, InputErrorKind, LoanCsv, LoanRow, MAX_REPORTED_ROWS, Source};
+use crate::input::{
+    self, CANONICAL_HEADER, InputError, InputErrorKind, LoanCsv, LoanRow, MAX_REPORTED_ROWS, Source,
+};
 use crate::migrations::{self, MigrationError};
 
 /// Memory the server may use for the merge's hash join, for this session only.
 pub const LOAD_WORK_MEM: &str = "64MB";
 
+/// The query a pull runs on the source database when none is given: the destination's own column
+/// names, in date order (so the same rows give the same bytes and the same SHA-256).
+pub const DEFAULT_SOURCE_QUERY: &str = "SELECT date_of_repayment, number_of_loans, defaults, \
+                                        liquidations FROM loans ORDER BY date_of_repayment";
+
+/// Where the rows come from.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A CSV extract: a file, or standard input.
+    Extract(Source),
+    /// A query's result on another PostgreSQL database.
+    Database(Box<SourceDb>),
+}
+
+/// Another team's database and the query that gives the extract's four columns.
+#[derive(Debug, Clone)]
+pub struct SourceDb {
+    pub db: DbConfig,
+    pub query: String,
+}
+
+impl Input {
+    /// How messages name the input.
+    fn display_name(&self) -> String {
+        match self {
+            Input::Extract(source) => source.display_name(),
+            Input::Database(source) => source.db.url_without_password(),
+        }
+    }
+
+    /// How `loan_loads.source` records it: a path, `-`, or the source's URL without password.
+    fn recorded_name(&self) -> String {
+        match self {
+            Input::Extract(source) => source.recorded_name(),
+            Input::Database(source) => source.db.url_without_password(),
+        }
+    }
+}
+
+/// The options that pull the rows from another PostgreSQL instead of a file, flattened into
+/// `loans-load`'s command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    /// Read the rows from this PostgreSQL database instead of a file (a URL as for
+    /// --database-url; its password stays out of every message and of loan_loads). The session
+    /// is read-only. PG* variables are not read for it: everything comes from the URL and the
+    /// --source-* options.
+    #[arg(
+        long,
+        env = "LOANS_SOURCE_DB",
+        hide_env_values = true,
+        value_name = "URL",
+        conflicts_with = "file"
+    )]
+    pub source_db: Option<String>,
+
+    /// The query that gives the rows, with the columns date_of_repayment, number_of_loans,
+    /// defaults, liquidations in this order. It runs as COPY (SQL) TO STDOUT.
+    #[arg(
+        long,
+        value_name = "SQL",
+        requires = "source_db",
+        default_value = DEFAULT_SOURCE_QUERY
+    )]
+    pub source_query: String,
+
+    /// TLS to the source: disable, prefer, require, verify-ca or verify-full, as --database-url's
+    /// sslmode [default: prefer; sslmode in the URL wins].
+    #[arg(long, value_name = "MODE", requires = "source_db")]
+    pub source_sslmode: Option<String>,
+
+    /// The CA certificates (PEM) that signed the source's certificate, or `system`
+    /// [sslrootcert in the URL wins].
+    #[arg(long, value_name = "FILE", requires = "source_db")]
+    pub source_sslrootcert: Option<String>,
+}
+
+impl SourceArgs {
+    /// The source database, when one was given; `connect_timeout` is the destination's.
+    pub fn validate(&self, connect_timeout: u64) -> Result<Option<Box<SourceDb>>, ConfigError> {
+        self.validate_with(connect_timeout, |name| std::env::var(name).ok())
+    }
+
+    /// As [`SourceArgs::validate`], reading `HOME` through `env` (for libpq's default root
+    /// certificate file).
+    pub fn validate_with(
+        &self,
+        connect_timeout: u64,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Box<SourceDb>>, ConfigError> {
+        let Some(url) = &self.source_db else {
+            return Ok(None);
+        };
+        let args = DbArgs {
+            database_url: Some(url.clone()),
+            connect_timeout,
+        };
+        // Only the --source-* options stand in for libpq's variables: the destination's
+        // PGPASSWORD or PGSSLMODE must not reach another team's server.
+        let mut db = args
+            .validate_with("loans-load", |name| match name {
+                "PGSSLMODE" => self.source_sslmode.clone(),
+                "PGSSLROOTCERT" => self.source_sslrootcert.clone(),
+                "HOME" => env("HOME"),
+                _ => None,
+            })
+            .map_err(|err| ConfigError::Source(Box::new(err)))?;
+        // We only read there, and dates must come out as YYYY-MM-DD whatever the server's
+        // DateStyle.
+        db.set_server_option("default_transaction_read_only", "on");
+        db.set_server_option("DateStyle", "ISO");
+        Ok(Some(Box::new(SourceDb {
+            db,
+            query: self.source_query.clone(),
+        })))
+    }
+}
+
 /// What to load, and where.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub db: DbConfig,
-    pub source: Source,
+    pub input: Input,
     /// Merge the file even when a newer extract was loaded before it, or when these exact bytes
     /// were loaded before: the caller means to put its counts back.
     pub allow_older: bool,
@@ -40,8 +164,12 @@ pub struct LoadOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoadOutcome {
     Loaded(LoadSummary),
-    /// The file's SHA-256 equals an earlier load's; nothing was written.
-    AlreadyLoaded(EarlierLoad),
+    /// The input's SHA-256 equals an earlier load's; nothing was written.
+    AlreadyLoaded {
+        earlier: EarlierLoad,
+        /// "file" or "rows": what was the same.
+        same: &'static str,
+    },
 }
 
 /// An earlier row of `loan_loads`, as messages name it.
@@ -73,9 +201,9 @@ impl fmt::Display for LoadOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadOutcome::Loaded(summary) => summary.fmt(f),
-            LoadOutcome::AlreadyLoaded(earlier) => write!(
+            LoadOutcome::AlreadyLoaded { earlier, same } => write!(
                 f,
-                "already loaded: the same file (same SHA-256) is {earlier}; nothing changed"
+                "already loaded: the same {same} (same SHA-256) is {earlier}; nothing changed"
             ),
         }
     }
@@ -133,6 +261,9 @@ pub enum LoadError {
         as_of: NaiveDate,
         newest: EarlierLoad,
     },
+    /// The source database's rows cannot be an extract (wrong columns, none at all).
+    #[error("{source_name}: {reason}; nothing was loaded")]
+    SourceData { source_name: String, reason: String },
 }
 
 impl ExitStatus for LoadError {
@@ -141,23 +272,90 @@ impl ExitStatus for LoadError {
             LoadError::Input(err) => err.exit(),
             LoadError::Db(err) => err.exit(),
             LoadError::Migration(err) => err.exit(),
-            LoadError::Older { .. } => Exit::DataErr,
+            LoadError::Older { .. } | LoadError::SourceData { .. } => Exit::DataErr,
         }
     }
 }
 
-/// Loads `options.source` into `loans`, all or nothing.
+/// Loads `options.input` into `loans`, all or nothing.
 pub fn load(options: &LoadOptions) -> Result<LoadOutcome, LoadError> {
     let clock = Instant::now();
     let started_at = Utc::now();
-    // The header is checked before connecting: a wrong file fails fast, even with no database.
-    let mut csv = input::open(&options.source)?;
-    let mut db = options.db.clone();
+    match &options.input {
+        Input::Extract(source) => {
+            // The header is checked before connecting: a wrong file fails fast, even with no
+            // database.
+            let csv = input::open(source)?;
+            let mut client = connect_destination(&options.db)?;
+            load_rows(options, &mut client, csv, clock, started_at)
+        }
+        Input::Database(source) => {
+            // The destination first: when it cannot take the rows, the source is not read.
+            let mut client = connect_destination(&options.db)?;
+            let mut source_client = db::connect(&source.db).map_err(|err| match err {
+                DbError::Connect { target, reason } => DbError::Connect {
+                    target: format!("{target} (the source database)"),
+                    reason,
+                },
+                other => other,
+            })?;
+            let copy = format!(
+                "COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)",
+                source.query.trim().trim_end_matches(';')
+            );
+            let reader = source_client
+                .copy_out(copy.as_str())
+                .map_err(DbError::query("running the query on the source database"))?;
+            let name = options.input.display_name();
+            let mut csv =
+                LoanCsv::new(name.clone(), reader).map_err(|err| source_error(&name, err))?;
+            csv.name_rows_by_date();
+            load_rows(options, &mut client, csv, clock, started_at).map_err(|err| match err {
+                LoadError::Input(err) => source_error(&name, err),
+                other => other,
+            })
+        }
+    }
+}
+
+/// Connects to the database loaded into and applies pending migrations.
+fn connect_destination(db: &DbConfig) -> Result<postgres::Client, LoadError> {
+    let mut db = db.clone();
     // Room for MERGE to hash a large `loans` in one batch; the default 4 MB spills to disk.
     db.set_server_option("work_mem", LOAD_WORK_MEM);
     let mut client = db::connect(&db)?;
     migrations::migrate(&mut client)?;
+    Ok(client)
+}
 
+/// Rewords what the CSV reader says about a query's result: its columns are not a file's
+/// header, and a failure to read is the source database's.
+fn source_error(name: &str, err: InputError) -> LoadError {
+    let reason = match err.kind {
+        InputErrorKind::Header { found } => format!(
+            "the query returns the columns {found:?}; it must return {CANONICAL_HEADER:?}, in \
+             this order (rename them with AS)"
+        ),
+        InputErrorKind::NoRows => "the query returned no rows".to_owned(),
+        InputErrorKind::Read(io) => {
+            return LoadError::Db(copy_error(io, "reading rows from the source database"));
+        }
+        kind => return LoadError::Input(InputError { kind, ..err }),
+    };
+    LoadError::SourceData {
+        source_name: name.to_owned(),
+        reason,
+    }
+}
+
+/// Checks the rows, stages and merges them, and records the load, in one transaction.
+fn load_rows<R: io::Read>(
+    options: &LoadOptions,
+    client: &mut postgres::Client,
+    mut csv: LoanCsv<R>,
+    clock: Instant,
+    started_at: chrono::DateTime<Utc>,
+) -> Result<LoadOutcome, LoadError> {
     let mut tx = client
         .transaction()
         .map_err(DbError::query("starting the load"))?;
@@ -172,6 +370,7 @@ pub fn load(options: &LoadOptions) -> Result<LoadOutcome, LoadError> {
     )
     .map_err(DbError::query("creating the staging table"))?;
     stream_rows(&mut tx, &mut csv)?;
+    let name = options.input.display_name();
 
     let as_of = csv.header().as_of;
     let sha256 = csv.sha256();
@@ -180,14 +379,18 @@ pub fn load(options: &LoadOptions) -> Result<LoadOutcome, LoadError> {
     tx.execute("LOCK TABLE loans IN SHARE ROW EXCLUSIVE MODE", &[])
         .map_err(DbError::query("locking loans"))?;
     if !options.allow_older {
-        if let Some(earlier) = check_order(&mut tx, &options.source, &sha256, as_of)? {
+        if let Some(earlier) = check_order(&mut tx, &name, &sha256, as_of)? {
             // Dropping the transaction rolls it back: the staged rows go, nothing is written.
-            return Ok(LoadOutcome::AlreadyLoaded(earlier));
+            let same = match options.input {
+                Input::Extract(_) => "file",
+                Input::Database(_) => "rows",
+            };
+            return Ok(LoadOutcome::AlreadyLoaded { earlier, same });
         }
     }
     let summary = merge(
         &mut tx,
-        &options.source,
+        &options.input.recorded_name(),
         &sha256,
         as_of,
         csv.rows_read(),
@@ -216,7 +419,7 @@ pub fn load(options: &LoadOptions) -> Result<LoadOutcome, LoadError> {
 /// before), and it does not move the date later files are compared with.
 fn check_order(
     tx: &mut Transaction<'_>,
-    source: &Source,
+    name: &str,
     sha256: &str,
     as_of: Option<NaiveDate>,
 ) -> Result<Option<EarlierLoad>, LoadError> {
@@ -251,7 +454,7 @@ fn check_order(
         .map_err(DbError::query("looking for a newer extract in loan_loads"))?;
     match newest {
         Some(row) => Err(LoadError::Older {
-            file: source.display_name(),
+            file: name.to_owned(),
             as_of,
             newest: to_load(row),
         }),
@@ -277,7 +480,9 @@ fn stream_rows<R: io::Read>(
             Ok(row) if bad == 0 => {
                 line.clear();
                 copy_text(&mut line, &row);
-                writer.write_all(&line).map_err(copy_error)?;
+                writer
+                    .write_all(&line)
+                    .map_err(|err| copy_error(err, "streaming rows into the staging table"))?;
             }
             Ok(_) => {}
             Err(err) => {
@@ -313,9 +518,8 @@ fn copy_text(out: &mut Vec<u8>, row: &LoanRow) {
     );
 }
 
-/// The COPY writer reports the server's error inside an `io::Error`; take it back out.
-fn copy_error(err: io::Error) -> DbError {
-    let context = "streaming rows into the staging table";
+/// COPY's reader and writer report the server's error inside an `io::Error`; take it back out.
+fn copy_error(err: io::Error, context: &str) -> DbError {
     match err.into_inner() {
         Some(inner) => match inner.downcast::<postgres::Error>() {
             Ok(pg) => DbError::query(context)(*pg),
@@ -326,7 +530,7 @@ fn copy_error(err: io::Error) -> DbError {
         },
         None => DbError::Lost {
             context: context.into(),
-            reason: "the write failed".into(),
+            reason: "the stream failed".into(),
         },
     }
 }
@@ -334,7 +538,7 @@ fn copy_error(err: io::Error) -> DbError {
 /// Records the load and merges the staged rows into `loans`.
 fn merge(
     tx: &mut Transaction<'_>,
-    source: &Source,
+    recorded_name: &str,
     sha256: &str,
     as_of: Option<NaiveDate>,
     rows_read: u64,
@@ -350,13 +554,7 @@ fn merge(
             "INSERT INTO loan_loads (source, sha256, as_of, rows_read, started_at)
              VALUES ($1, $2, $3, $4, $5)
           RETURNING id, (SELECT count(*) FROM loans)",
-            &[
-                &source.recorded_name(),
-                &sha256,
-                &as_of,
-                &rows_read_i,
-                &started_at,
-            ],
+            &[&recorded_name, &sha256, &as_of, &rows_read_i, &started_at],
         )
         .map_err(DbError::query("recording the load in loan_loads"))?;
     let (load_id, days_before): (i64, i64) = (row.get(0), row.get(1));

@@ -7,7 +7,7 @@ use clap::Parser;
 use loans_core::config::DbArgs;
 use loans_core::exit::EXIT_CODES_HELP;
 use loans_core::input::Source;
-use loans_core::load::{self, LoadOptions};
+use loans_core::load::{self, Input, LoadOptions, SourceArgs};
 use loans_core::logging;
 
 const ABOUT: &str = "Load a daily loans extract (CSV) into PostgreSQL, checking every row.";
@@ -29,7 +29,13 @@ Extracts are applied in the order of their as-of dates, so an older file cannot 
   - a file whose as-of date is older than the newest extract already loaded is refused with
     status 65, writing nothing, unless --allow-older is given;
   - a file without an as-of date in its header is ordered by when it is loaded: it counts as the
-    newest, and later files are still compared with the newest dated extract.";
+    newest, and later files are still compared with the newest dated extract.
+
+With --source-db instead of FILE, the rows come from another team's PostgreSQL: a query's result
+(the four columns by name), streamed with COPY in a read-only session, goes through the same
+checks, merge and load log as a file; a bad row is named by its date. The same rows pulled again
+are \"already loaded\". The database loaded into is connected to first, so the source is not read
+when the load could not be written.";
 
 const AFTER_HELP: &str = "\
 Input:
@@ -49,6 +55,10 @@ Examples:
     loans-load --allow-older data/loans-2023-05-09.csv
   Load from another program, naming the database explicitly:
     gunzip -c extract.csv.gz | loans-load --database-url postgresql://loans@db/loans -
+  Pull from another team's database (the URL in the environment keeps its password out of
+  crontab and ps), checking its certificate:
+    LOANS_SOURCE_DB=postgresql://reader:secret@their-db/loans \\
+      loans-load --source-sslmode verify-full --source-sslrootcert /etc/loans/their-ca.pem
   Use the libpq variables instead of a URL:
     PGHOST=localhost PGUSER=loans PGDATABASE=loans loans-load data/loans.csv";
 
@@ -57,14 +67,17 @@ Examples:
 #[command(name = "loans-load", version, about = ABOUT, long_about = LONG_ABOUT,
           after_help = format!("{AFTER_HELP}\n\n{EXIT_CODES_HELP}"))]
 struct Cli {
-    /// The extract to load; - reads standard input.
-    #[arg(value_name = "FILE")]
-    file: PathBuf,
+    /// The extract to load; - reads standard input. Or --source-db instead.
+    #[arg(value_name = "FILE", required_unless_present = "source_db")]
+    file: Option<PathBuf>,
 
     /// Load the file even if a newer extract was loaded before it (its older counts replace the
     /// newer ones), or if the same file was loaded before.
     #[arg(long)]
     allow_older: bool,
+
+    #[command(flatten)]
+    source: SourceArgs,
 
     #[command(flatten)]
     db: DbArgs,
@@ -73,13 +86,21 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init("loans-load");
-    let db = match cli.db.validate("loans-load") {
-        Ok(db) => db,
-        Err(err) => return logging::fail(&err),
+    let (db, source_db) = match (
+        cli.db.validate("loans-load"),
+        cli.source.validate(cli.db.connect_timeout),
+    ) {
+        (Ok(db), Ok(source_db)) => (db, source_db),
+        (Err(err), _) | (_, Err(err)) => return logging::fail(&err),
+    };
+    let input = match (source_db, &cli.file) {
+        (Some(source_db), _) => Input::Database(source_db),
+        (None, Some(file)) => Input::Extract(Source::from_arg(file)),
+        (None, None) => unreachable!("clap requires FILE unless --source-db is given"),
     };
     let options = LoadOptions {
         db,
-        source: Source::from_arg(&cli.file),
+        input,
         allow_older: cli.allow_older,
     };
     match load::load(&options) {

@@ -250,3 +250,41 @@ fn a_verify_mode_without_a_root_certificate_is_a_usage_error() {
         "{out}"
     );
 }
+
+#[test]
+fn a_pull_from_a_source_database_takes_its_own_tls_settings() {
+    // The TLS-only cluster plays the other team's database, holding the fixture's rows.
+    load(&url(HOST, "&sslmode=require")).expect(0);
+    let db = loans_testkit::cluster::cluster().fresh_db();
+    let pull = |root: &str| {
+        Cmd::new(BIN)
+            .env("HOME", setup().certs.join("home"))
+            .args(["--database-url", &db.url])
+            .args(["--source-db", &url(HOST, "")])
+            .args([
+                "--source-sslmode",
+                "verify-full",
+                "--source-sslrootcert",
+                root,
+            ])
+    };
+    let out = pull(&cert("other-ca.crt")).expect(69);
+    assert!(
+        out.stderr.contains("(the source database): error performing TLS handshake: the server's certificate is not signed by a CA in"),
+        "{out}"
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM loan_loads").unwrap(), "0");
+    pull(&cert("ca.crt")).expect(0);
+    // The fixture's rows, counted from the file itself.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small.csv");
+    let rows = std::fs::read_to_string(fixture)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|line| !line.trim().is_empty())
+        .count();
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM loans").unwrap(),
+        rows.to_string()
+    );
+}

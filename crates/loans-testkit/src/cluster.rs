@@ -99,7 +99,7 @@ impl TestDb {
         let options = loans_core::load::LoadOptions {
             db: loans_core::config::DbConfig::from_url(&self.url, "loans-testkit")
                 .expect("a valid URL"),
-            source: loans_core::input::Source::Path(path.clone()),
+            input: loans_core::load::Input::Extract(loans_core::input::Source::Path(path.clone())),
             allow_older: false,
         };
         let outcome = loans_core::load::load(&options);

@@ -1,0 +1,301 @@
+//! `loans-load --source-db`: the rows pulled from another team's PostgreSQL, a second cluster of
+//! this test's own where a read-only user with a password may read one table, through the same
+//! checks, merge and load log as a file.
+
+use std::net::TcpListener;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use loans_testkit::cluster::{Cluster, TestDb, cluster, free_port};
+use loans_testkit::command::Cmd;
+
+const BIN: &str = env!("CARGO_BIN_EXE_loans-load");
+const PASSWORD: &str = "s3cret-of-theirs";
+
+/// The other team's server: passwords over TCP, trust on its socket for the test's own setup.
+fn theirs() -> &'static Cluster {
+    static THEIRS: OnceLock<Cluster> = OnceLock::new();
+    THEIRS.get_or_init(|| {
+        let cluster = Cluster::private(|data| {
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+            )
+            .unwrap();
+        });
+        cluster
+            .admin()
+            .batch_execute(&format!(
+                "CREATE ROLE reader LOGIN PASSWORD '{PASSWORD}'; \
+                 CREATE ROLE owner_of_theirs LOGIN PASSWORD 'other'"
+            ))
+            .unwrap();
+        cluster
+    })
+}
+
+/// A database on their server holding `rows` (SQL VALUES rows) in a `loans` table the reader
+/// may only SELECT; returns its URL for the reader.
+fn their_database(rows: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!("theirs_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    theirs()
+        .admin()
+        .batch_execute(&format!("CREATE DATABASE {name} OWNER owner_of_theirs"))
+        .unwrap();
+    let setup = format!(
+        "host='{dir}' port={port} user=owner_of_theirs dbname={name}",
+        dir = socket_dir(),
+        port = theirs().port()
+    );
+    let mut owner = postgres::Client::connect(&setup, postgres::NoTls).unwrap();
+    owner
+        .batch_execute(&format!(
+            "CREATE TABLE loans (date_of_repayment date PRIMARY KEY, number_of_loans bigint,
+                                 defaults bigint, liquidations bigint, note text);
+             INSERT INTO loans (date_of_repayment, number_of_loans, defaults, liquidations)
+             VALUES {rows};
+             GRANT SELECT ON loans TO reader;"
+        ))
+        .unwrap();
+    format!(
+        "postgresql://reader:{PASSWORD}@127.0.0.1:{}/{name}",
+        theirs().port()
+    )
+}
+
+/// Their server's socket folder, read from the admin connection.
+fn socket_dir() -> String {
+    let row = theirs()
+        .admin()
+        .query_one("SELECT current_setting('unix_socket_directories')", &[])
+        .unwrap();
+    row.get::<_, String>(0)
+        .split(',')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// Thirty days of plausible counts, as SQL VALUES rows.
+fn thirty_days() -> String {
+    (0..30)
+        .map(|i| {
+            let loans = 100 + i * 7 % 23;
+            format!(
+                "(date '2023-03-01' + {i}, {loans}, {}, {})",
+                i % 5,
+                (i * 3) % 7
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn pull(db: &TestDb, source: &str) -> Cmd {
+    Cmd::new(BIN)
+        .args(["--database-url", &db.url])
+        .args(["--source-db", source])
+}
+
+fn their_rows(source: &str) -> Vec<String> {
+    let mut client = postgres::Client::connect(source, postgres::NoTls).unwrap();
+    client
+        .query(
+            "SELECT date_of_repayment::text, number_of_loans, defaults, liquidations
+               FROM loans ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| {
+            format!(
+                "{}|{}|{}|{}",
+                row.get::<_, String>(0),
+                row.get::<_, i64>(1),
+                row.get::<_, i64>(2),
+                row.get::<_, i64>(3)
+            )
+        })
+        .collect()
+}
+
+fn ours(db: &TestDb) -> Vec<String> {
+    db.rows(
+        "SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM loans ORDER BY 1",
+    )
+}
+
+#[test]
+fn a_pull_loads_their_rows_and_records_the_source_without_its_password() {
+    let db = cluster().fresh_db();
+    let source = their_database(&thirty_days());
+    let out = pull(&db, &source).expect(0);
+    assert!(
+        out.stdout
+            .starts_with("load 1: rows_read=30 inserted=30 updated=0 unchanged=0 as_of=none"),
+        "{out}"
+    );
+    assert_eq!(ours(&db), their_rows(&source));
+    let port = theirs().port();
+    let name = source.rsplit('/').next().unwrap();
+    assert_eq!(
+        db.rows("SELECT source, rows_read FROM loan_loads"),
+        [format!("postgresql://reader@127.0.0.1:{port}/{name}|30")]
+    );
+    assert!(
+        !out.stderr.contains(PASSWORD) && !out.stdout.contains(PASSWORD),
+        "{out}"
+    );
+
+    // The same pull again: the same rows in the same order give the same SHA-256.
+    let before = db.rows("SELECT * FROM loans ORDER BY 1");
+    let out = pull(&db, &source).expect(0);
+    assert!(
+        out.stdout.starts_with(
+            "already loaded: the same rows (same SHA-256) is load 1 (postgresql://reader@"
+        ),
+        "{out}"
+    );
+    assert_eq!(db.rows("SELECT * FROM loans ORDER BY 1"), before);
+    assert_eq!(db.scalar("SELECT count(*) FROM loan_loads").unwrap(), "1");
+}
+
+#[test]
+fn a_query_of_ones_own_picks_and_names_the_columns() {
+    let db = cluster().fresh_db();
+    let source = their_database(&thirty_days());
+    pull(&db, &source)
+        .args([
+            "--source-query",
+            "SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM loans \
+             WHERE date_of_repayment >= '2023-03-21' ORDER BY 1;",
+        ])
+        .expect(0);
+    assert_eq!(ours(&db), their_rows(&source)[20..]);
+
+    // Columns named otherwise are refused by name, with what to do.
+    let out = pull(&db, &source)
+        .args([
+            "--source-query",
+            "SELECT date_of_repayment AS day, number_of_loans, defaults, liquidations FROM loans",
+        ])
+        .expect(65);
+    out.assert_stderr_has(
+        "the query returns the columns \"day,number_of_loans,defaults,liquidations\"; it must \
+         return \"date_of_repayment,number_of_loans,defaults,liquidations\", in this order \
+         (rename them with AS); nothing was loaded",
+    );
+}
+
+#[test]
+fn a_bad_row_at_the_source_is_named_by_its_date_and_nothing_is_written() {
+    let db = cluster().fresh_db();
+    let good = their_database(&thirty_days());
+    pull(&db, &good).expect(0);
+    let before = db.rows("SELECT * FROM loans ORDER BY 1");
+    // The sixth row (in date order) has more outcomes than loans; the ninth a negative count.
+    let rows = thirty_days()
+        .replace(
+            "(date '2023-03-01' + 5, 112, 0, 1)",
+            "(date '2023-03-01' + 5, 10, 8, 5)",
+        )
+        .replace(
+            "(date '2023-03-01' + 8, 110, 3, 3)",
+            "(date '2023-03-01' + 8, 110, -3, 3)",
+        );
+    assert_ne!(rows, thirty_days(), "the rows to break were found");
+    let bad = their_database(&rows);
+    let out = pull(&db, &bad).expect(65);
+    out.assert_stderr_has("2 invalid rows; nothing was loaded")
+        .assert_stderr_has(
+            "row 6 (date_of_repayment 2023-03-06), columns 3+4 (defaults + liquidations): \
+             \"8 + 5 = 13\": more than number_of_loans (10)",
+        )
+        .assert_stderr_has("row 9 (date_of_repayment 2023-03-09), column 3 (defaults): \"-3\"");
+    assert_eq!(db.rows("SELECT * FROM loans ORDER BY 1"), before);
+    assert_eq!(db.scalar("SELECT count(*) FROM loan_loads").unwrap(), "1");
+}
+
+#[test]
+fn the_source_session_is_read_only() {
+    let db = cluster().fresh_db();
+    let source = their_database(&thirty_days());
+    let out = pull(&db, &source)
+        .args([
+            "--source-query",
+            "INSERT INTO loans VALUES ('2030-01-01', 1, 0, 0) \
+             RETURNING date_of_repayment, number_of_loans, defaults, liquidations",
+        ])
+        .expect(70);
+    out.assert_stderr_has("read-only transaction");
+    assert_eq!(their_rows(&source).len(), 30);
+}
+
+#[test]
+fn an_unreachable_source_is_unavailable() {
+    let db = cluster().fresh_db();
+    let port = free_port();
+    let out = pull(
+        &db,
+        &format!("postgresql://reader:{PASSWORD}@127.0.0.1:{port}/theirs"),
+    )
+    .expect(69);
+    out.assert_stderr_has(&format!(
+        "cannot connect to PostgreSQL at 127.0.0.1:{port} database theirs user reader (the \
+         source database)"
+    ));
+    assert!(!out.stderr.contains(PASSWORD), "{out}");
+    assert_eq!(db.scalar("SELECT count(*) FROM loan_loads").unwrap(), "0");
+}
+
+#[test]
+fn an_unreachable_destination_stops_the_pull_before_the_source_is_read() {
+    // The "source" only counts who knocks, and hangs up at once.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let source_port = listener.local_addr().unwrap().port();
+    let knocks = std::sync::Arc::new(AtomicU32::new(0));
+    let counter = std::sync::Arc::clone(&knocks);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let closed = free_port();
+    let out = Cmd::new(BIN)
+        .args([
+            "--database-url",
+            &format!("postgresql://loans@127.0.0.1:{closed}/loans"),
+        ])
+        .args([
+            "--source-db",
+            &format!("postgresql://reader:{PASSWORD}@127.0.0.1:{source_port}/theirs"),
+        ])
+        .expect(69);
+    out.assert_stderr_has(&format!(
+        "cannot connect to PostgreSQL at 127.0.0.1:{closed} database loans user loans:"
+    ));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        knocks.load(Ordering::SeqCst),
+        0,
+        "the source was contacted although the destination was down\n{out}"
+    );
+}
+
+#[test]
+fn source_settings_are_checked_before_anything_connects() {
+    let db = cluster().fresh_db();
+    let out = pull(&db, "postgresql://reader@127.0.0.1:1/theirs")
+        .args(["--source-sslmode", "verify-full"])
+        .env("HOME", std::env::temp_dir().join("loans-no-such-home"))
+        .expect(2);
+    out.assert_stderr_has("--source-db: TLS settings: sslmode=verify-full needs the CA");
+    let out = Cmd::new(BIN)
+        .args(["--database-url", &db.url])
+        .args(["--source-db", "postgresql://h/d", "data/loans.csv"])
+        .expect(2);
+    out.assert_stderr_has("cannot be used with");
+}
