@@ -1,6 +1,8 @@
 //! Connecting to PostgreSQL and turning its errors into one readable line each.
 
 use std::fmt::Write as _;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use postgres::{Client, NoTls};
 
@@ -84,20 +86,42 @@ pub fn explain(err: &postgres::Error) -> String {
 }
 
 /// Opens a connection, or says why not in one line naming host and port.
+///
+/// The client library's `connect_timeout` bounds only the TCP connection; a server (or a proxy)
+/// that accepts it and then says nothing would hold us forever, and cron would pile up stuck
+/// runs. So the whole handshake (TLS, authentication, startup) runs on a thread of its own and is
+/// given up on after the timeout for each host plus two seconds. The abandoned thread ends when
+/// the process does.
 pub fn connect(config: &DbConfig) -> Result<Client, DbError> {
     log::debug!(
         "connecting to {} (sslmode={})",
         config.target(),
         config.tls.mode
     );
-    let connected = match &config.tls.client {
-        None => config.pg.connect(NoTls),
-        Some(client) => config
-            .pg
-            .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
-                client.clone(),
-            )),
-    };
+    let per_host = config
+        .pg
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(Duration::from_secs(5));
+    let hosts = u32::try_from(config.pg.get_hosts().len().max(1)).unwrap_or(1);
+    let limit = per_host * hosts + Duration::from_secs(2);
+    let (pg, tls) = (config.pg.clone(), config.tls.client.clone());
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let connected = match tls {
+            None => pg.connect(NoTls),
+            Some(client) => pg.connect(tokio_postgres_rustls::MakeRustlsConnect::new(client)),
+        };
+        // The receiver may have given up already; then the connection is simply dropped.
+        let _ = sender.send(connected);
+    });
+    let connected = receiver.recv_timeout(limit).map_err(|_| DbError::Connect {
+        target: config.target().to_owned(),
+        reason: format!(
+            "the server accepted the connection but did not complete the start-up within {} s",
+            limit.as_secs()
+        ),
+    })?;
     connected.map_err(|err| DbError::Connect {
         target: config.target().to_owned(),
         // rustls labels our verifier's worded refusals "other error"; the words say enough.

@@ -426,6 +426,32 @@ fn an_unreachable_database_is_status_69_quickly_and_keeps_the_password_secret() 
 }
 
 #[test]
+fn a_server_that_accepts_and_says_nothing_is_given_up_on() {
+    // A listener that takes the connection and never answers the start-up message, as a hung
+    // server or a half-open proxy would.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || listener.accept().map(|(stream, _)| stream));
+    let out = Cmd::new(BIN)
+        .args([
+            "--database-url",
+            &format!("postgresql://loans@127.0.0.1:{port}/loans"),
+        ])
+        .args([
+            "--connect-timeout",
+            "1",
+            fixture("small.csv").to_str().unwrap(),
+        ])
+        .expect(69);
+    out.assert_stderr_has(&format!(
+        "cannot connect to PostgreSQL at 127.0.0.1:{port} database loans user loans: the server \
+         accepted the connection but did not complete the start-up within 3 s"
+    ));
+    assert!(out.elapsed < Duration::from_secs(6), "{out}");
+    drop(held);
+}
+
+#[test]
 fn a_server_error_is_printed_once_with_its_sqlstate() {
     let db = cluster().fresh_db();
     let url = format!("{}_missing", db.url);
