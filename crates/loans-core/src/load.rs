@@ -76,16 +76,12 @@ impl Input {
 #[derive(Debug, Clone, clap::Args)]
 pub struct SourceArgs {
     /// Read the rows from this PostgreSQL database instead of a file (a URL as for
-    /// --database-url; its password stays out of every message and of loan_loads). The session
-    /// is read-only. PG* variables are not read for it: everything comes from the URL and the
-    /// --source-* options.
-    #[arg(
-        long,
-        env = "LOANS_SOURCE_DB",
-        hide_env_values = true,
-        value_name = "URL",
-        conflicts_with = "file"
-    )]
+    /// --database-url; its password stays out of every message and of loan_loads). Without FILE
+    /// or this option, the URL is read from LOANS_SOURCE_DB, which keeps the password out of
+    /// crontab and ps; a FILE given on the command line wins over it. The session is read-only.
+    /// PG* variables are not read for it: everything comes from the URL and the --source-*
+    /// options.
+    #[arg(long, value_name = "URL", conflicts_with = "file")]
     pub source_db: Option<String>,
 
     /// The query that gives the rows, with the columns date_of_repayment, number_of_loans,
@@ -93,40 +89,45 @@ pub struct SourceArgs {
     #[arg(
         long,
         value_name = "SQL",
-        requires = "source_db",
+        conflicts_with = "file",
         default_value = DEFAULT_SOURCE_QUERY
     )]
     pub source_query: String,
 
     /// TLS to the source: disable, prefer, require, verify-ca or verify-full, as --database-url's
     /// sslmode [default: prefer; sslmode in the URL wins].
-    #[arg(long, value_name = "MODE", requires = "source_db")]
+    #[arg(long, value_name = "MODE", conflicts_with = "file")]
     pub source_sslmode: Option<String>,
 
     /// The CA certificates (PEM) that signed the source's certificate, or `system`
     /// [sslrootcert in the URL wins].
-    #[arg(long, value_name = "FILE", requires = "source_db")]
+    #[arg(long, value_name = "FILE", conflicts_with = "file")]
     pub source_sslrootcert: Option<String>,
 }
 
 impl SourceArgs {
-    /// The source database, when one was given; `connect_timeout` is the destination's.
+    /// The source database, from --source-db or else `LOANS_SOURCE_DB`, when there is one;
+    /// `connect_timeout` is the destination's. Called only when no file was given.
     pub fn validate(&self, connect_timeout: u64) -> Result<Option<Box<SourceDb>>, ConfigError> {
         self.validate_with(connect_timeout, |name| std::env::var(name).ok())
     }
 
-    /// As [`SourceArgs::validate`], reading `HOME` through `env` (for libpq's default root
-    /// certificate file).
+    /// As [`SourceArgs::validate`], reading `LOANS_SOURCE_DB` and `HOME` (for libpq's default
+    /// root certificate file) through `env`.
     pub fn validate_with(
         &self,
         connect_timeout: u64,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<Box<SourceDb>>, ConfigError> {
-        let Some(url) = &self.source_db else {
+        let Some(url) = self
+            .source_db
+            .clone()
+            .or_else(|| env("LOANS_SOURCE_DB").filter(|url| !url.is_empty()))
+        else {
             return Ok(None);
         };
         let args = DbArgs {
-            database_url: Some(url.clone()),
+            database_url: Some(url),
             connect_timeout,
         };
         // Only the --source-* options stand in for libpq's variables: the destination's

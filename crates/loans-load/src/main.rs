@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 use loans_core::config::DbArgs;
 use loans_core::exit::EXIT_CODES_HELP;
 use loans_core::input::Source;
@@ -55,8 +56,8 @@ Examples:
     loans-load --allow-older data/loans-2023-05-09.csv
   Load from another program, naming the database explicitly:
     gunzip -c extract.csv.gz | loans-load --database-url postgresql://loans@db/loans -
-  Pull from another team's database (the URL in the environment keeps its password out of
-  crontab and ps), checking its certificate:
+  Pull from another team's database (the URL in LOANS_SOURCE_DB keeps its password out of
+  crontab and ps; a FILE given instead wins over it), checking its certificate:
     LOANS_SOURCE_DB=postgresql://reader:secret@their-db/loans \\
       loans-load --source-sslmode verify-full --source-sslrootcert /etc/loans/their-ca.pem
   Use the libpq variables instead of a URL:
@@ -67,8 +68,8 @@ Examples:
 #[command(name = "loans-load", version, about = ABOUT, long_about = LONG_ABOUT,
           after_help = format!("{AFTER_HELP}\n\n{EXIT_CODES_HELP}"))]
 struct Cli {
-    /// The extract to load; - reads standard input. Or --source-db instead.
-    #[arg(value_name = "FILE", required_unless_present = "source_db")]
+    /// The extract to load; - reads standard input. Or --source-db (or LOANS_SOURCE_DB) instead.
+    #[arg(value_name = "FILE")]
     file: Option<PathBuf>,
 
     /// Load the file even if a newer extract was loaded before it (its older counts replace the
@@ -86,17 +87,24 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init("loans-load");
-    let (db, source_db) = match (
-        cli.db.validate("loans-load"),
-        cli.source.validate(cli.db.connect_timeout),
-    ) {
-        (Ok(db), Ok(source_db)) => (db, source_db),
-        (Err(err), _) | (_, Err(err)) => return logging::fail(&err),
+    let db = match cli.db.validate("loans-load") {
+        Ok(db) => db,
+        Err(err) => return logging::fail(&err),
     };
-    let input = match (source_db, &cli.file) {
-        (Some(source_db), _) => Input::Database(source_db),
-        (None, Some(file)) => Input::Extract(Source::from_arg(file)),
-        (None, None) => unreachable!("clap requires FILE unless --source-db is given"),
+    // A FILE on the command line wins over LOANS_SOURCE_DB in the environment.
+    let input = match &cli.file {
+        Some(file) => Input::Extract(Source::from_arg(file)),
+        None => match cli.source.validate(cli.db.connect_timeout) {
+            Ok(Some(source_db)) => Input::Database(source_db),
+            Ok(None) => Cli::command()
+                .error(
+                    ErrorKind::MissingRequiredArgument,
+                    "nothing to load: give FILE (- for standard input), or --source-db URL \
+                     (or LOANS_SOURCE_DB) to pull from a database",
+                )
+                .exit(),
+            Err(err) => return logging::fail(&err),
+        },
     };
     let options = LoadOptions {
         db,

@@ -219,6 +219,37 @@ fn a_bad_row_at_the_source_is_named_by_its_date_and_nothing_is_written() {
 }
 
 #[test]
+fn loans_source_db_in_the_environment_pulls_unless_a_file_is_given() {
+    let db = cluster().fresh_db();
+    let source = their_database(&thirty_days());
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small.csv");
+    // A file on the command line wins: the environment's source is not read.
+    Cmd::new(BIN)
+        .env("LOANS_SOURCE_DB", &source)
+        .args(["--database-url", &db.url])
+        .arg(&fixture)
+        .expect(0);
+    assert!(db.rows("SELECT source FROM loan_loads")[0].ends_with("small.csv"));
+    let out = Cmd::new(BIN)
+        .env("LOANS_SOURCE_DB", &source)
+        .args(["--database-url", &db.url])
+        .expect(0);
+    assert!(
+        out.stdout.starts_with("load 2: rows_read=30 inserted=30 "),
+        "{out}"
+    );
+    // Neither: a usage error that says what to give.
+    let out = Cmd::new(BIN).args(["--database-url", &db.url]).expect(2);
+    out.assert_stderr_has("nothing to load: give FILE (- for standard input), or --source-db URL");
+    // The source's options make no sense with a file.
+    let out = Cmd::new(BIN)
+        .args(["--database-url", &db.url, "--source-sslmode", "require"])
+        .arg(&fixture)
+        .expect(2);
+    out.assert_stderr_has("cannot be used with");
+}
+
+#[test]
 fn the_source_session_is_read_only() {
     let db = cluster().fresh_db();
     let source = their_database(&thirty_days());

@@ -21,6 +21,7 @@ const DB_VARS: &[&str] = &[
     "PGSSLROOTCERT",
     "RUST_LOG",
     "LOANS_ROLLUP_KEEP",
+    "LOANS_SOURCE_DB",
 ];
 
 /// A command to run, built up like `std::process::Command` but keeping what it needs to
@@ -43,7 +44,7 @@ pub struct Output {
 }
 
 /// `program` as a `std::process::Command` with a clean database environment: no DATABASE_URL,
-/// PG* (TLS settings too), RUST_LOG or LOANS_ROLLUP_KEEP from the caller's shell. For children a test manages
+/// PG* (TLS settings too), RUST_LOG, LOANS_ROLLUP_KEEP or LOANS_SOURCE_DB from the caller's shell. For children a test manages
 /// itself (to kill them, say); [`Cmd`] builds on it.
 pub fn isolated(program: impl AsRef<OsStr>) -> Command {
     let mut command = Command::new(program);
