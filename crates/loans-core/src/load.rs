@@ -12,7 +12,7 @@
 //!
 //! The rows may also come from another team's PostgreSQL ([`Input::Database`]): a query's result,
 //! streamed with `COPY (query) TO STDOUT` in CSV with its header, goes through the same reader,
-//! checks, merge and load log as a file.
+//! checks, merge and load log as a file, dated the day it is pulled.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -373,7 +373,12 @@ fn load_rows<R: io::Read>(
     stream_rows(&mut tx, &mut csv)?;
     let name = options.input.display_name();
 
-    let as_of = csv.header().as_of;
+    // A pull is the source's state when it runs, so it is dated that day (UTC): an older
+    // extract loaded after it is then refused, as after a newer file.
+    let as_of = match options.input {
+        Input::Extract(_) => csv.header().as_of,
+        Input::Database(_) => Some(started_at.date_naive()),
+    };
     let sha256 = csv.sha256();
     // Loads queue up behind each other here, so the order check below sees every load committed
     // before this one; readers (the rollup, Adminer) are not blocked.

@@ -34,8 +34,9 @@ Extracts are applied in the order of their as-of dates, so an older file cannot 
 
 With --source-db instead of FILE, the rows come from another team's PostgreSQL: a query's result
 (the four columns by name), streamed with COPY in a read-only session, goes through the same
-checks, merge and load log as a file; a bad row is named by its date. The same rows pulled again
-are \"already loaded\". The database loaded into is connected to first, so the source is not read
+checks, merge and load log as a file; a bad row is named by its date. A pull is dated the day it
+runs (UTC), so an older extract cannot undo it; the same rows pulled again are \"already
+loaded\". The database loaded into is connected to first, so the source is not read
 when the load could not be written.";
 
 const AFTER_HELP: &str = "\

@@ -121,6 +121,10 @@ fn their_rows(source: &str) -> Vec<String> {
         .collect()
 }
 
+fn today() -> String {
+    chrono::Utc::now().date_naive().to_string()
+}
+
 fn ours(db: &TestDb) -> Vec<String> {
     db.rows(
         "SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM loans ORDER BY 1",
@@ -131,10 +135,15 @@ fn ours(db: &TestDb) -> Vec<String> {
 fn a_pull_loads_their_rows_and_records_the_source_without_its_password() {
     let db = cluster().fresh_db();
     let source = their_database(&thirty_days());
+    let before = today();
     let out = pull(&db, &source).expect(0);
+    // Dated the day of the pull (read before and after it, in case midnight passed between).
     assert!(
-        out.stdout
-            .starts_with("load 1: rows_read=30 inserted=30 updated=0 unchanged=0 as_of=none"),
+        [before, today()]
+            .iter()
+            .any(|day| out.stdout.starts_with(&format!(
+                "load 1: rows_read=30 inserted=30 updated=0 unchanged=0 as_of={day} "
+            ))),
         "{out}"
     );
     assert_eq!(ours(&db), their_rows(&source));
@@ -160,6 +169,17 @@ fn a_pull_loads_their_rows_and_records_the_source_without_its_password() {
     );
     assert_eq!(db.rows("SELECT * FROM loans ORDER BY 1"), before);
     assert_eq!(db.scalar("SELECT count(*) FROM loan_loads").unwrap(), "1");
+
+    // An extract dated before the pull cannot undo it.
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small.csv");
+    let out = Cmd::new(BIN)
+        .args(["--database-url", &db.url])
+        .arg(&fixture)
+        .expect(65);
+    out.assert_stderr_has(
+        "the extract is as of 2023-05-09, older than load 1 (postgresql://reader@",
+    );
+    assert_eq!(db.rows("SELECT * FROM loans ORDER BY 1"), before);
 }
 
 #[test]
