@@ -279,11 +279,8 @@ impl DbConfig {
         let user = self.pg.get_user().unwrap_or_default();
         let db = self.pg.get_dbname().unwrap_or_default();
         match self.pg.get_hosts().first() {
-            Some(postgres::config::Host::Tcp(name)) if name.contains(':') => {
-                format!("postgresql://{user}@[{name}]:{port}/{db}")
-            }
             Some(postgres::config::Host::Tcp(name)) => {
-                format!("postgresql://{user}@{name}:{port}/{db}")
+                format!("postgresql://{user}@{}/{db}", tcp_address(name, port))
             }
             Some(postgres::config::Host::Unix(dir)) => {
                 format!(
@@ -293,11 +290,6 @@ impl DbConfig {
             }
             None => format!("postgresql://{user}@localhost:{port}/{db}"),
         }
-    }
-
-    /// The TLS mode connections are made with.
-    pub fn ssl_mode(&self) -> SslMode {
-        self.tls.mode
     }
 }
 
@@ -365,6 +357,15 @@ fn default_host(port: u16) -> &'static str {
     "localhost"
 }
 
+/// `host:port`, with an IPv6 address in brackets.
+fn tcp_address(name: &str, port: u16) -> String {
+    if name.contains(':') {
+        format!("[{name}]:{port}")
+    } else {
+        format!("{name}:{port}")
+    }
+}
+
 fn describe(pg: &postgres::Config) -> String {
     let ports = pg.get_ports();
     let hosts: Vec<String> = pg
@@ -374,10 +375,7 @@ fn describe(pg: &postgres::Config) -> String {
         .map(|(i, host)| {
             let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
             match host {
-                postgres::config::Host::Tcp(name) if name.contains(':') => {
-                    format!("[{name}]:{port}")
-                }
-                postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                postgres::config::Host::Tcp(name) => tcp_address(name, port),
                 postgres::config::Host::Unix(dir) => {
                     format!("{}", dir.join(format!(".s.PGSQL.{port}")).display())
                 }
@@ -548,7 +546,7 @@ mod tests {
         let mode = |url: &str, vars: &[(&str, &str)]| {
             args(Some(url))
                 .validate_with("t", env(vars))
-                .map(|cfg| cfg.ssl_mode().to_string())
+                .map(|cfg| cfg.tls.mode.to_string())
         };
         assert_eq!(mode("postgresql://h/d", &[]).unwrap(), "prefer");
         assert_eq!(

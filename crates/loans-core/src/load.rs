@@ -282,13 +282,14 @@ impl ExitStatus for LoadError {
 pub fn load(options: &LoadOptions) -> Result<LoadOutcome, LoadError> {
     let clock = Instant::now();
     let started_at = Utc::now();
+    let name = options.input.display_name();
     match &options.input {
         Input::Extract(source) => {
             // The header is checked before connecting: a wrong file fails fast, even with no
             // database.
             let csv = input::open(source)?;
             let mut client = connect_destination(&options.db)?;
-            load_rows(options, &mut client, csv, clock, started_at)
+            load_rows(options, &name, &mut client, csv, clock, started_at)
         }
         Input::Database(source) => {
             // The destination first: when it cannot take the rows, the source is not read.
@@ -307,14 +308,15 @@ pub fn load(options: &LoadOptions) -> Result<LoadOutcome, LoadError> {
             let reader = source_client
                 .copy_out(copy.as_str())
                 .map_err(DbError::query("running the query on the source database"))?;
-            let name = options.input.display_name();
             let mut csv =
                 LoanCsv::new(name.clone(), reader).map_err(|err| source_error(&name, err))?;
             csv.name_rows_by_date();
-            load_rows(options, &mut client, csv, clock, started_at).map_err(|err| match err {
-                LoadError::Input(err) => source_error(&name, err),
-                other => other,
-            })
+            load_rows(options, &name, &mut client, csv, clock, started_at).map_err(
+                |err| match err {
+                    LoadError::Input(err) => source_error(&name, err),
+                    other => other,
+                },
+            )
         }
     }
 }
@@ -349,9 +351,11 @@ fn source_error(name: &str, err: InputError) -> LoadError {
     }
 }
 
-/// Checks the rows, stages and merges them, and records the load, in one transaction.
+/// Checks the rows, stages and merges them, and records the load, in one transaction. `name` is
+/// how messages name the input.
 fn load_rows<R: io::Read>(
     options: &LoadOptions,
+    name: &str,
     client: &mut postgres::Client,
     mut csv: LoanCsv<R>,
     clock: Instant,
@@ -371,7 +375,6 @@ fn load_rows<R: io::Read>(
     )
     .map_err(DbError::query("creating the staging table"))?;
     stream_rows(&mut tx, &mut csv)?;
-    let name = options.input.display_name();
 
     // A pull is the source's state when it runs, so it is dated that day (UTC): an older
     // extract loaded after it is then refused, as after a newer file.
@@ -385,7 +388,7 @@ fn load_rows<R: io::Read>(
     tx.execute("LOCK TABLE loans IN SHARE ROW EXCLUSIVE MODE", &[])
         .map_err(DbError::query("locking loans"))?;
     if !options.allow_older {
-        if let Some(earlier) = check_order(&mut tx, &name, &sha256, as_of)? {
+        if let Some(earlier) = check_order(&mut tx, name, &sha256, as_of)? {
             // Dropping the transaction rolls it back: the staged rows go, nothing is written.
             let same = match options.input {
                 Input::Extract(_) => "file",

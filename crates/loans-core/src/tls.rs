@@ -109,28 +109,24 @@ pub(crate) fn configure(
         return Ok(Tls { mode, client: None });
     }
     let default_file = home.map(|home| home.join(".postgresql").join("root.crt"));
-    let roots = match root_cert {
-        Some("system") => Some(Roots::System),
-        Some(path) => Some(Roots::File(PathBuf::from(path))),
-        None => match default_file {
-            Some(file) if file.is_file() => Some(Roots::File(file)),
-            Some(file) if mode.verifies() => {
-                return Err(format!(
-                    "sslmode={mode} needs the CA that signed the server's certificate, and the \
-                     default root certificate file {} does not exist; give one with sslrootcert \
-                     (in the URL or PGSSLROOTCERT), or sslrootcert=system for the machine's \
-                     trust store",
+    let roots = match (root_cert, default_file) {
+        (Some("system"), _) => Some(Roots::System),
+        (Some(path), _) => Some(Roots::File(PathBuf::from(path))),
+        (None, Some(file)) if file.is_file() => Some(Roots::File(file)),
+        (None, file) if mode.verifies() => {
+            let missing = file.map_or_else(String::new, |file| {
+                format!(
+                    ", and the default root certificate file {} does not exist",
                     file.display()
-                ));
-            }
-            _ if mode.verifies() => {
-                return Err(format!(
-                    "sslmode={mode} needs the CA that signed the server's certificate; give one \
-                     with sslrootcert (in the URL or PGSSLROOTCERT)"
-                ));
-            }
-            _ => None,
-        },
+                )
+            });
+            return Err(format!(
+                "sslmode={mode} needs the CA that signed the server's certificate{missing}; give \
+                 one with sslrootcert (in the URL or PGSSLROOTCERT), or sslrootcert=system for \
+                 the machine's trust store"
+            ));
+        }
+        (None, _) => None,
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let checks = match &roots {

@@ -44,13 +44,8 @@ fn their_database(rows: &str) -> String {
         .admin()
         .batch_execute(&format!("CREATE DATABASE {name} OWNER owner_of_theirs"))
         .unwrap();
-    let setup = format!(
-        "host='{dir}' port={port} user=owner_of_theirs dbname={name}",
-        dir = socket_dir(),
-        port = theirs().port()
-    );
-    let mut owner = postgres::Client::connect(&setup, postgres::NoTls).unwrap();
-    owner
+    theirs()
+        .connect_as("owner_of_theirs", &name)
         .batch_execute(&format!(
             "CREATE TABLE loans (date_of_repayment date PRIMARY KEY, number_of_loans bigint,
                                  defaults bigint, liquidations bigint, note text);
@@ -63,19 +58,6 @@ fn their_database(rows: &str) -> String {
         "postgresql://reader:{PASSWORD}@127.0.0.1:{}/{name}",
         theirs().port()
     )
-}
-
-/// Their server's socket folder, read from the admin connection.
-fn socket_dir() -> String {
-    let row = theirs()
-        .admin()
-        .query_one("SELECT current_setting('unix_socket_directories')", &[])
-        .unwrap();
-    row.get::<_, String>(0)
-        .split(',')
-        .next()
-        .unwrap()
-        .to_owned()
 }
 
 /// Thirty days of plausible counts, as SQL VALUES rows.
@@ -344,6 +326,12 @@ fn source_settings_are_checked_before_anything_connects() {
         .env("HOME", std::env::temp_dir().join("loans-no-such-home"))
         .expect(2);
     out.assert_stderr_has("--source-db: TLS settings: sslmode=verify-full needs the CA");
+    // Not even the destination was touched: its migrations did not run.
+    assert_eq!(
+        db.scalar("SELECT to_regclass('loan_loads') IS NULL")
+            .unwrap(),
+        "true"
+    );
     let out = Cmd::new(BIN)
         .args(["--database-url", &db.url])
         .args(["--source-db", "postgresql://h/d", "data/loans.csv"])

@@ -157,7 +157,16 @@ impl Cluster {
     /// it. Its admin connection goes through the local socket, so `pg_hba.conf` may refuse TCP
     /// as it likes. The server stops when the test process ends.
     pub fn private(prepare: impl FnOnce(&Path)) -> Cluster {
-        Cluster::start_with(prepare, true)
+        Cluster::start_with(
+            |data| {
+                prepare(data);
+                // Files a test wrote there as root must belong to the server's user.
+                if running_as_root() {
+                    give_to_postgres(data);
+                }
+            },
+            true,
+        )
     }
 
     /// The server's TCP port on 127.0.0.1 (only for clusters the tests started).
@@ -168,6 +177,13 @@ impl Cluster {
     /// A connection to the maintenance database as the superuser.
     pub fn admin(&self) -> postgres::Client {
         connect(&self.admin_url)
+    }
+
+    /// A connection as `user` to `dbname` through the server's local socket (only for
+    /// clusters the tests started), whatever `pg_hba.conf` says of TCP.
+    pub fn connect_as(&self, user: &str, dbname: &str) -> postgres::Client {
+        let own = self.own.as_ref().expect("a cluster the tests started");
+        connect(&own.socket_conninfo(user, dbname))
     }
 
     fn start() -> Cluster {
@@ -198,9 +214,6 @@ impl Cluster {
         own.watch_parent();
         own.initdb();
         prepare(&own.data());
-        if as_postgres {
-            give_to_postgres(&own.data());
-        }
         for attempt in 0..5 {
             own.port = free_port();
             if own.pg_ctl_start() {
@@ -210,11 +223,7 @@ impl Cluster {
         }
         let base = format!("postgresql://postgres@127.0.0.1:{}", own.port);
         let admin_url = if admin_by_socket {
-            format!(
-                "host='{}' port={} user=postgres dbname=postgres",
-                own.dir.display(),
-                own.port
-            )
+            own.socket_conninfo("postgres", "postgres")
         } else {
             format!("{base}/postgres")
         };
@@ -245,6 +254,15 @@ impl Cluster {
 }
 
 impl OwnCluster {
+    /// libpq's key=value string for a connection through the socket in the cluster's folder.
+    fn socket_conninfo(&self, user: &str, dbname: &str) -> String {
+        format!(
+            "host='{}' port={} user={user} dbname={dbname}",
+            self.dir.display(),
+            self.port
+        )
+    }
+
     fn tool(&self, name: &str) -> Command {
         let path = self.bindir.join(name);
         if self.as_postgres {
@@ -342,7 +360,7 @@ impl OwnCluster {
     }
 }
 
-/// Files a test wrote into the data folder as root belong to the server's user.
+/// `chown -R postgres:postgres path`.
 fn give_to_postgres(path: &Path) {
     let status = Command::new("chown")
         .args(["-R", "postgres:postgres"])
