@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The image for the `loader` and `cron` services: loans-load, loans-rollup and loans-verify in
 # /usr/local/bin, plus cron and logrotate (for cron.log). Built by `docker compose up`; see docker-compose.yml.
 

