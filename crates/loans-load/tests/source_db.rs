@@ -326,7 +326,7 @@ fn a_query_may_end_in_a_comment_or_semicolons() {
     let out = pull(&db, &source)
         .args([
             "--source-query",
-            &format!("/* ours */ {}; ;\n", DEFAULT_QUERY),
+            &format!("/* ours */ {DEFAULT_QUERY}; ;\n"),
         ])
         .expect(0);
     assert!(
