@@ -270,6 +270,19 @@ fn the_source_session_is_read_only() {
         "the source database refused the query: cannot execute INSERT in a read-only transaction",
     );
     assert_eq!(their_rows(&source).len(), 30);
+    // A superuser's session is read-only too, a write inside a SELECT included.
+    let out = pull(&db, &as_superuser(&source))
+        .args([
+            "--source-query",
+            "WITH gone AS (DELETE FROM loans RETURNING *) \
+             SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM gone",
+        ])
+        .expect(70);
+    out.assert_stderr_has(
+        "the source database refused the query: cannot execute SELECT in a read-only transaction \
+         (SQLSTATE 25006)",
+    );
+    assert_eq!(their_rows(&source).len(), 30);
 }
 
 #[test]
