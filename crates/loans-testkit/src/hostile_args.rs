@@ -422,6 +422,14 @@ pub fn run_cases(program: &str, cases: &[Case]) {
                 wrong.push(format!("{needle:?} in its output"));
             }
         }
+        // A reader of stdout that went away is no error: the run ends quietly.
+        if case.stdout == Sink::Broken
+            && ["Broken pipe", "stdout", "os error 32"]
+                .iter()
+                .any(|needle| run.stderr.contains(needle))
+        {
+            wrong.push("complained of the closed stdout".to_owned());
+        }
         if run.elapsed > TOO_LONG {
             wrong.push(format!("took {:?}", run.elapsed));
         }
@@ -558,4 +566,21 @@ pub fn fifo_with(path: &Path, content: &'static [u8]) {
             let _ = std::io::Write::write_all(&mut fifo, content);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_sink_fails_every_write() {
+        let case = Case::new(
+            "echo",
+            ["-c", "trap '' PIPE; echo x || echo 'the write failed' >&2"],
+        )
+        .broken_stdout();
+        let run = run_case("sh", &case);
+        assert_eq!(run.code, Some(0));
+        assert!(run.stderr.ends_with("the write failed\n"), "{}", run.stderr);
+    }
 }
