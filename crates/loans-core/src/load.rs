@@ -10,9 +10,10 @@
 //! a file whose bytes were loaded before is a no-op, and a file older than the newest loaded
 //! extract is refused unless the caller asks for it ([`LoadOptions::allow_older`]).
 //!
-//! The rows may also come from another team's PostgreSQL ([`Input::Database`]): a query's result,
-//! streamed with `COPY (query) TO STDOUT` in CSV with its header, goes through the same reader,
-//! checks, merge and load log as a file, dated the day it is pulled.
+//! The rows may also come from another team's PostgreSQL ([`Input::Database`]): a query, parsed
+//! by the source as one statement first, then streamed with `COPY (query) TO STDOUT` in CSV with
+//! its header, goes through the same reader, checks, merge and load log as a file, dated the day
+//! it is pulled.
 
 use std::fmt;
 use std::io::{self, Write};

@@ -219,6 +219,11 @@ fn url_cases(port: u16, live: &str) -> Vec<Case> {
         &format!("postgresql://127.0.0.1:{port}/loans?sslmode=require&sslrootcert=/nonexistent"),
     );
     url("options junk", &format!("{live}?options=-c%20no_such=1"));
+    url("a NUL in the database name, live", &format!("{live}%00x"));
+    url(
+        "a NUL in application_name, live",
+        &format!("{live}?application_name=a%00b"),
+    );
     cases
 }
 
