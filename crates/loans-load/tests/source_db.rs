@@ -335,17 +335,28 @@ fn a_query_may_end_in_a_comment_or_semicolons() {
                  ORDER BY date_of_repayment -- in date order, for the SHA-256";
     pull(&db, &source).args(["--source-query", query]).expect(0);
     assert_eq!(ours(&db), their_rows(&source));
-    // The same rows with a block comment and two semicolons: the same bytes.
-    let out = pull(&db, &source)
-        .args([
-            "--source-query",
-            &format!("/* ours */ {DEFAULT_QUERY}; ;\n"),
-        ])
-        .expect(0);
-    assert!(
-        out.stdout.starts_with("already loaded: the same rows"),
-        "{out}"
-    );
+    // The same rows, the same bytes, from texts whose quotes, comments and parentheses the
+    // wrapping COPY must leave as they are: a parenthesis or semicolon inside each, and texts
+    // that end in a comment, in a string continued on the next line, or after UESCAPE.
+    let columns = "SELECT date_of_repayment, number_of_loans, defaults, liquidations";
+    for query in [
+        format!("/* ours */ {DEFAULT_QUERY}; ;\n"),
+        format!("{DEFAULT_QUERY} /* ) ; */"),
+        format!("/* a /* nested ) */ comment; */ {DEFAULT_QUERY}"),
+        format!("{columns} FROM loans WHERE ')' <> ';' ORDER BY 1 -- ) TO PROGRAM 'x' --"),
+        format!("{columns} FROM loans WHERE $q$ ) ; $q$ <> '' ORDER BY 1"),
+        format!("{columns} FROM loans AS \")\" ORDER BY 1"),
+        format!("{DEFAULT_QUERY} LIMIT '10'\n'0'"),
+        format!("{DEFAULT_QUERY} LIMIT U&'!0031!0030!0030' UESCAPE '!'"),
+    ] {
+        let out = pull(&db, &source)
+            .args(["--source-query", &query])
+            .expect(0);
+        assert!(
+            out.stdout.starts_with("already loaded: the same rows"),
+            "{out}"
+        );
+    }
 }
 
 const DEFAULT_QUERY: &str = "SELECT date_of_repayment, number_of_loans, defaults, liquidations \
