@@ -113,7 +113,8 @@ pub fn closed_url() -> String {
 pub fn common_cases(rest: &[&str], live: &str) -> Vec<Case> {
     // Nothing listens there: the cases that get as far as connecting end quickly, with 69.
     let port = crate::cluster::free_port();
-    let mut cases = url_cases(port, live);
+    let mut cases = url_cases(port);
+    cases.extend(live_url_cases(live));
     cases.extend(option_cases());
     cases.extend(env_cases(port));
     for case in &mut cases {
@@ -123,7 +124,7 @@ pub fn common_cases(rest: &[&str], live: &str) -> Vec<Case> {
 }
 
 /// Strings for `--database-url` that no URL parser should trip over.
-fn url_cases(port: u16, live: &str) -> Vec<Case> {
+fn url_cases(port: u16) -> Vec<Case> {
     let long = "x".repeat(100_000);
     let mut cases = Vec::new();
     let mut url = |name: &str, url: &str| {
@@ -218,13 +219,22 @@ fn url_cases(port: u16, live: &str) -> Vec<Case> {
         "sslrootcert is missing",
         &format!("postgresql://127.0.0.1:{port}/loans?sslmode=require&sslrootcert=/nonexistent"),
     );
-    url("options junk", &format!("{live}?options=-c%20no_such=1"));
-    url("a NUL in the database name, live", &format!("{live}%00x"));
-    url(
-        "a NUL in application_name, live",
-        &format!("{live}?application_name=a%00b"),
-    );
     cases
+}
+
+/// URLs to a server that answers, with what it or the client library must refuse.
+fn live_url_cases(live: &str) -> Vec<Case> {
+    [
+        ("options junk", format!("{live}?options=-c%20no_such=1")),
+        ("a NUL in the database name, live", format!("{live}%00x")),
+        (
+            "a NUL in application_name, live",
+            format!("{live}?application_name=a%00b"),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, url)| Case::new(name, ["--database-url", &url]))
+    .collect()
 }
 
 /// The other options every binary has, and what clap itself answers.
