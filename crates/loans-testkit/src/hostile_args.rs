@@ -407,6 +407,19 @@ fn more_env_cases(port: u16) -> Vec<Case> {
     cases.push(
         to_closed(env_case("LOANS_ROLLUP_KEEP junk")).env("LOANS_ROLLUP_KEEP", "213503982334602d"),
     );
+    cases.push(
+        to_closed(env_case("TZ, RUST_LOG_STYLE and PGSERVICE junk"))
+            .env("TZ", "Mars/Olympus_Mons")
+            .env("RUST_LOG_STYLE", "sometimes")
+            .env("PGSERVICE", "no-such-service"),
+    );
+    for width in ["0", "1", "-1", "18446744073709551616"] {
+        cases.push(
+            Case::new(&format!("--help, COLUMNS={width}"), ["--help"])
+                .env("COLUMNS", width)
+                .expect(0),
+        );
+    }
     cases
 }
 
