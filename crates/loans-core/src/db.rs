@@ -104,7 +104,11 @@ pub fn connect(config: &DbConfig) -> Result<Client, DbError> {
         .copied()
         .unwrap_or(Duration::from_secs(5));
     let hosts = u32::try_from(config.pg.get_hosts().len().max(1)).unwrap_or(1);
-    let limit = per_host * hosts + Duration::from_secs(2);
+    // A URL may ask for any connect_timeout (up to i64::MAX seconds): saturate, never overflow.
+    let limit = per_host
+        .checked_mul(hosts)
+        .and_then(|total| total.checked_add(Duration::from_secs(2)))
+        .unwrap_or(Duration::MAX);
     let (pg, tls) = (config.pg.clone(), config.tls.client.clone());
     let (sender, receiver) = mpsc::channel();
     std::thread::spawn(move || {

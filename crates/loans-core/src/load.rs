@@ -10,9 +10,10 @@
 //! a file whose bytes were loaded before is a no-op, and a file older than the newest loaded
 //! extract is refused unless the caller asks for it ([`LoadOptions::allow_older`]).
 //!
-//! The rows may also come from another team's PostgreSQL ([`Input::Database`]): a query's result,
-//! streamed with `COPY (query) TO STDOUT` in CSV with its header, goes through the same reader,
-//! checks, merge and load log as a file, dated the day it is pulled.
+//! The rows may also come from another team's PostgreSQL ([`Input::Database`]): a query, parsed
+//! by the source as one statement first, then streamed with `COPY (query) TO STDOUT` in CSV with
+//! its header, goes through the same reader, checks, merge and load log as a file, dated the day
+//! it is pulled.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -85,7 +86,8 @@ pub struct SourceArgs {
     pub source_db: Option<String>,
 
     /// The query that gives the rows, with the columns date_of_repayment, number_of_loans,
-    /// defaults, liquidations in this order. It runs as COPY (SQL) TO STDOUT.
+    /// defaults, liquidations in this order: one SELECT, which the source parses before it runs
+    /// it inside COPY (SQL) TO STDOUT.
     #[arg(
         long,
         value_name = "SQL",
@@ -301,13 +303,10 @@ pub fn load(options: &LoadOptions) -> Result<LoadOutcome, LoadError> {
                 },
                 other => other,
             })?;
-            let copy = format!(
-                "COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)",
-                source.query.trim().trim_end_matches(';')
-            );
+            let copy = source_copy(&mut source_client, &name, &source.query)?;
             let reader = source_client
                 .copy_out(copy.as_str())
-                .map_err(DbError::query("running the query on the source database"))?;
+                .map_err(DbError::query(REFUSED))?;
             let mut csv =
                 LoanCsv::new(name.clone(), reader).map_err(|err| source_error(&name, err))?;
             csv.name_rows_by_date();
@@ -319,6 +318,57 @@ pub fn load(options: &LoadOptions) -> Result<LoadOutcome, LoadError> {
             )
         }
     }
+}
+
+/// What a statement the source fails says first, before the server's own words.
+const REFUSED: &str = "the source database refused the query";
+
+/// The COPY that streams a pull's rows, once the source has parsed `query` as one statement that
+/// returns the extract's four columns; nothing has run on the source yet.
+///
+/// The query is text from the command line, pasted into `COPY (…) TO STDOUT`, so it must not be
+/// able to close the parentheses itself and go on (`…) TO PROGRAM 'cmd' --`), nor add statements.
+/// The source first parses it alone, through the extended protocol (Parse, then Describe, which
+/// run nothing): Parse refuses more than one statement, and a query that does not parse is the
+/// source's refusal. A text that parses alone as one statement lexes to that statement's tokens,
+/// then only `;` (the end of a comment or of the input ends any token, and every quote, dollar
+/// quote and block comment in it is closed, or it would not parse). Its parentheses balance, as
+/// in every statement of the grammar. Pasted after `COPY (`, which ends in a token that joins
+/// nothing, and before a newline, which ends a trailing `--` comment and joins no token either,
+/// those same tokens sit inside the COPY's parentheses: the text is the COPY of that statement or
+/// not a statement at all, and in the simple protocol a text that does not parse runs nothing.
+/// So the trailing `;` are dropped first (nothing but a `--` comment can end in one, and it stays
+/// a comment), and the dropped text is the one parsed. A `;` with a comment after it is left in,
+/// and the source refuses the COPY (a syntax error): the query ran nowhere.
+///
+/// COPY takes only SELECT, VALUES, TABLE, WITH and, with RETURNING, INSERT, UPDATE, DELETE; the
+/// others are refused here (no columns, or not the four) or by the source (a syntax error); the
+/// data-modifying ones fail in the read-only session.
+fn source_copy(
+    client: &mut postgres::Client,
+    name: &str,
+    query: &str,
+) -> Result<String, LoadError> {
+    let query = query.trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+    let statement = client.prepare(query).map_err(DbError::query(REFUSED))?;
+    if statement.columns().is_empty() {
+        return Err(LoadError::SourceData {
+            source_name: name.to_owned(),
+            reason: "the query returns no columns; it must be a SELECT of the four columns"
+                .to_owned(),
+        });
+    }
+    // The column names as the header COPY will write, checked as a file's header is.
+    let header = statement
+        .columns()
+        .iter()
+        .map(|column| format!("\"{}\"", column.name().replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(",");
+    LoanCsv::new(name.to_owned(), header.as_bytes()).map_err(|err| source_error(name, err))?;
+    Ok(format!(
+        "COPY ({query}\n) TO STDOUT WITH (FORMAT csv, HEADER)"
+    ))
 }
 
 /// Connects to the database loaded into and applies pending migrations.

@@ -169,7 +169,7 @@ oldest AS (
              WHEN $4::text IS NOT NULL THEN
                  coalesce((SELECT min(id)
                              FROM rollup_runs
-                            WHERE status = 'succeeded' AND created_at >= now() - $4::interval), $1)
+                            WHERE status = 'succeeded' AND now() - created_at <= $4::interval), $1)
            END AS id
 ),
 dropped_versions AS (
@@ -216,6 +216,12 @@ pub fn rollup_version() -> String {
     format!("{version}+sha256:{}", &sha[..12])
 }
 
+/// The longest period `--keep` takes, in seconds: the longest interval PostgreSQL holds, whose
+/// time is a 64-bit count of microseconds (`'9223372036855 seconds'::interval` is out of range).
+/// Retention compares it with `now() - created_at`, a difference of two real times, so no
+/// timestamp is computed from it and any period up to this works.
+pub const MAX_KEEP_SECONDS: u64 = i64::MAX.unsigned_abs() / 1_000_000;
+
 /// Which snapshots a run keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keep {
@@ -236,14 +242,23 @@ impl Keep {
             return match text.parse::<u32>() {
                 Ok(0) => Ok(Keep::All),
                 Ok(n) => Ok(Keep::Count(n)),
-                Err(_) => Err(format!("{text:?} is too large a count")),
+                Err(_) => Err(format!(
+                    "{text:?} is too large a count: at most {}",
+                    u32::MAX
+                )),
             };
         }
-        crate::checks::parse_duration(text)
-            .map(Keep::Period)
-            .map_err(|err| {
-                format!("{err} (or give a count of snapshots, such as 60, or 0 for all)")
-            })
+        let why = format!(
+            " ({} days), the longest interval PostgreSQL holds",
+            MAX_KEEP_SECONDS / 86_400
+        );
+        match crate::checks::parse_duration_up_to(text, MAX_KEEP_SECONDS, &why) {
+            Ok(period) => Ok(Keep::Period(period)),
+            Err(err) if err.ends_with(&why) => Err(err),
+            Err(err) => Err(format!(
+                "{err} (or give a count of snapshots, such as 60, or 0 for all)"
+            )),
+        }
     }
 }
 
@@ -605,10 +620,49 @@ mod tests {
         assert!(Keep::parse("30 days").is_err());
         assert!(Keep::parse("-1").is_err());
         assert!(Keep::parse("99999999999").is_err());
+        assert!(Keep::parse("").is_err());
+        assert!(Keep::parse("0s").is_err());
+        assert_eq!(Keep::parse("4294967295"), Ok(Keep::Count(4_294_967_295)));
+        assert_eq!(
+            Keep::parse("4294967296"),
+            Err("\"4294967296\" is too large a count: at most 4294967295".to_owned())
+        );
         assert_eq!(
             Keep::parse(DEFAULT_KEEP).unwrap().to_string(),
             "the snapshots of the last 30 days"
         );
+    }
+
+    #[test]
+    fn a_period_longer_than_an_interval_is_refused_not_wrapped() {
+        // The limit found with PostgreSQL 15: '9223372036854 seconds'::interval is 2562047788:00:54,
+        // '9223372036855 seconds' is out of range.
+        assert_eq!(MAX_KEEP_SECONDS, 9_223_372_036_854);
+        assert_eq!(
+            Keep::parse("9223372036854s"),
+            Ok(Keep::Period(Duration::from_secs(9_223_372_036_854)))
+        );
+        assert_eq!(
+            Keep::parse("106751991d"),
+            Ok(Keep::Period(Duration::from_secs(106_751_991 * 86_400)))
+        );
+        let limit = "is too long: at most 9223372036854 seconds (106751991 days), the longest \
+                     interval PostgreSQL holds";
+        // 213503982334602 days used to wrap around to 61184 seconds.
+        for text in [
+            "9223372036855s",
+            "106751992d",
+            "153722867281m",
+            "213503982334602d",
+            "99999999999d",
+            "99999999999999999999999h",
+        ] {
+            assert_eq!(
+                Keep::parse(text),
+                Err(format!("{text:?} {limit}")),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,9 @@ use loans_testkit::command::Cmd;
 
 const BIN: &str = env!("CARGO_BIN_EXE_loans-load");
 const PASSWORD: &str = "s3cret-of-theirs";
+/// A superuser of theirs: what a careless source URL might hold, and what makes an escape from
+/// the query dangerous (COPY ... TO PROGRAM runs a program on their server).
+const SUPERUSER: &str = "their_superuser";
 
 /// The other team's server: passwords over TCP, trust on its socket for the test's own setup.
 fn theirs() -> &'static Cluster {
@@ -28,7 +31,8 @@ fn theirs() -> &'static Cluster {
             .admin()
             .batch_execute(&format!(
                 "CREATE ROLE reader LOGIN PASSWORD '{PASSWORD}'; \
-                 CREATE ROLE owner_of_theirs LOGIN PASSWORD 'other'"
+                 CREATE ROLE owner_of_theirs LOGIN PASSWORD 'other'; \
+                 CREATE ROLE {SUPERUSER} LOGIN SUPERUSER PASSWORD '{PASSWORD}'"
             ))
             .unwrap();
         cluster
@@ -262,8 +266,161 @@ fn the_source_session_is_read_only() {
              RETURNING date_of_repayment, number_of_loans, defaults, liquidations",
         ])
         .expect(70);
-    out.assert_stderr_has("read-only transaction");
+    out.assert_stderr_has(
+        "the source database refused the query: cannot execute INSERT in a read-only transaction",
+    );
     assert_eq!(their_rows(&source).len(), 30);
+    // A superuser's session is read-only too, a write inside a SELECT included.
+    let out = pull(&db, &as_superuser(&source))
+        .args([
+            "--source-query",
+            "WITH gone AS (DELETE FROM loans RETURNING *) \
+             SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM gone",
+        ])
+        .expect(70);
+    out.assert_stderr_has(
+        "the source database refused the query: cannot execute SELECT in a read-only transaction \
+         (SQLSTATE 25006)",
+    );
+    assert_eq!(their_rows(&source).len(), 30);
+}
+
+#[test]
+fn what_the_source_refuses_is_its_refusal_not_an_outage() {
+    let db = cluster().fresh_db();
+    let source = their_database(&thirty_days());
+    for (query, reason) in [
+        (
+            "SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM no_such_table",
+            "relation \"no_such_table\" does not exist (SQLSTATE 42P01)",
+        ),
+        (
+            "SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM loans, \
+             pg_authid",
+            "permission denied for table pg_authid (SQLSTATE 42501)",
+        ),
+        (
+            "SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM loans \
+             WHERE no_such_column",
+            "column \"no_such_column\" does not exist (SQLSTATE 42703)",
+        ),
+        (
+            "SELEC 1",
+            "syntax error at or near \"SELEC\" (SQLSTATE 42601)",
+        ),
+        // A semicolon may only end the query: with a comment after it, COPY cannot take it.
+        (
+            "SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM loans; -- all",
+            "syntax error at or near \";\" (SQLSTATE 42601)",
+        ),
+    ] {
+        let out = pull(&db, &source)
+            .args(["--source-query", query])
+            .expect(70);
+        out.assert_stderr_has(&format!("the source database refused the query: {reason}"));
+    }
+    assert_eq!(db.scalar("SELECT count(*) FROM loan_loads").unwrap(), "0");
+}
+
+/// The source URL for their superuser instead of the reader.
+fn as_superuser(source: &str) -> String {
+    source.replace("reader:", &format!("{SUPERUSER}:"))
+}
+
+#[test]
+fn a_query_may_end_in_a_comment_or_semicolons() {
+    let db = cluster().fresh_db();
+    let source = their_database(&thirty_days());
+    let query = "SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM loans \
+                 ORDER BY date_of_repayment -- in date order, for the SHA-256";
+    pull(&db, &source).args(["--source-query", query]).expect(0);
+    assert_eq!(ours(&db), their_rows(&source));
+    // The same rows, the same bytes, from texts whose quotes, comments and parentheses the
+    // wrapping COPY must leave as they are: a parenthesis or semicolon inside each, and texts
+    // that end in a comment, in a string continued on the next line, or after UESCAPE.
+    let columns = "SELECT date_of_repayment, number_of_loans, defaults, liquidations";
+    for query in [
+        format!("/* ours */ {DEFAULT_QUERY}; ;\n"),
+        format!("{DEFAULT_QUERY} /* ) ; */"),
+        format!("/* a /* nested ) */ comment; */ {DEFAULT_QUERY}"),
+        format!("{columns} FROM loans WHERE ')' <> ';' ORDER BY 1 -- ) TO PROGRAM 'x' --"),
+        format!("{columns} FROM loans WHERE $q$ ) ; $q$ <> '' ORDER BY 1"),
+        format!("{columns} FROM loans AS \")\" ORDER BY 1"),
+        format!("{DEFAULT_QUERY} LIMIT '10'\n'0'"),
+        format!("{DEFAULT_QUERY} LIMIT U&'!0031!0030!0030' UESCAPE '!'"),
+    ] {
+        let out = pull(&db, &source)
+            .args(["--source-query", &query])
+            .expect(0);
+        assert!(
+            out.stdout.starts_with("already loaded: the same rows"),
+            "{out}"
+        );
+    }
+}
+
+const DEFAULT_QUERY: &str = "SELECT date_of_repayment, number_of_loans, defaults, liquidations \
+                             FROM loans ORDER BY date_of_repayment";
+
+/// A file the source server's own user may create, named for this test and `case`; gone now.
+fn marker(case: &str) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("loans-source-marker-{}-{case}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+#[test]
+fn a_query_runs_as_one_select_and_nothing_else() {
+    let db = cluster().fresh_db();
+    let source = as_superuser(&their_database(&thirty_days()));
+    // Each query would run `touch` on their server if its text reached it as more than the one
+    // SELECT: out of the COPY's parentheses, as a second statement, or as a statement of its own.
+    let cases = [
+        (
+            "escape",
+            "SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM loans) \
+             TO PROGRAM 'touch {marker}' --",
+            "syntax error at or near \")\"",
+        ),
+        (
+            "second",
+            "SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM loans; \
+             COPY (SELECT 1) TO PROGRAM 'touch {marker}'",
+            "cannot insert multiple commands into a prepared statement",
+        ),
+        (
+            "not-a-select",
+            "COPY (SELECT 1) TO PROGRAM 'touch {marker}'",
+            "",
+        ),
+    ];
+    for (case, query, reason) in cases {
+        let marker = marker(case);
+        let query = query.replace("{marker}", &marker.to_string_lossy());
+        let out = pull(&db, &source).args(["--source-query", &query]).run();
+        assert!(!marker.exists(), "{case}: the source ran a program\n{out}");
+        if reason.is_empty() {
+            // Refused before it runs: it gives no rows.
+            out.assert_code(65);
+            out.assert_stderr_has("the query returns no columns");
+        } else {
+            out.assert_code(70);
+            out.assert_stderr_has(&format!("the source database refused the query: {reason}"));
+        }
+        assert_eq!(db.scalar("SELECT count(*) FROM loan_loads").unwrap(), "0");
+    }
+    // The same program by hand, as this superuser may: the marker test can see a program run.
+    let marker = marker("by-hand");
+    postgres::Client::connect(&source, postgres::NoTls)
+        .unwrap()
+        .batch_execute(&format!(
+            "COPY (SELECT 1) TO PROGRAM 'touch {}'",
+            marker.to_string_lossy()
+        ))
+        .unwrap();
+    assert!(marker.exists());
+    let _ = std::fs::remove_file(marker);
 }
 
 #[test]

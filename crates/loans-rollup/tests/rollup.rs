@@ -325,6 +325,41 @@ fn retention_by_time_drops_old_runs_and_the_versions_only_they_saw() {
     );
 }
 
+#[test]
+fn the_longest_period_postgresql_holds_keeps_and_one_more_second_is_a_usage_error() {
+    let db = cluster().fresh_db();
+    db.load(&format!("{HEADER}2023-01-01,10,2,8\n2023-01-02,5,1,4\n"));
+    rollup(&db).expect(0);
+    // Run 1 made a thousand years ago: within the longest period, not within a day.
+    db.execute("UPDATE rollup_runs SET created_at = now() - interval '1000 years' WHERE id = 1");
+    for keep in ["9223372036854s", "106751991d"] {
+        rollup(&db)
+            .args(["--keep", keep])
+            .expect(0)
+            .assert_stderr_has("snapshots kept (0 dropped)");
+    }
+    assert_eq!(db.scalar("SELECT min(id) FROM rollup_runs").unwrap(), "1");
+    // One second more, the values of the issue (one wrapped around to 17 hours), and the same
+    // from the environment: refused before connecting, naming the limit.
+    let limit = "is too long: at most 9223372036854 seconds (106751991 days), the longest \
+                 interval PostgreSQL holds";
+    for keep in ["9223372036855s", "213503982334602d", "99999999999d"] {
+        rollup(&db)
+            .args(["--keep", keep])
+            .expect(2)
+            .assert_stderr_has(&format!("\"{keep}\" {limit}"));
+        rollup(&db)
+            .env("LOANS_ROLLUP_KEEP", keep)
+            .expect(2)
+            .assert_stderr_has(limit);
+    }
+    assert_eq!(db.scalar("SELECT count(*) FROM rollup_runs").unwrap(), "3");
+    rollup(&db)
+        .args(["--keep", "1d"])
+        .expect(0)
+        .assert_stderr_has("3 snapshots kept (1 dropped)");
+}
+
 /// Starts a run and waits until it is blocked inside its transaction: the caller holds a lock on a
 /// table the run's work reads or writes.
 fn start_blocked_run(db: &TestDb) -> Child {

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod command;
+pub mod hostile_args;
 pub mod sample;
 
 use std::path::PathBuf;
