@@ -4,7 +4,8 @@
 //! quoted field must close on the line it opens, and each line is one record. Lines end at LF,
 //! CRLF or a lone CR, as editors count them, so a line number here is the one an editor shows.
 //! Fields are split by [`Fields::split`], a strict reading of RFC 4180 within one line; anything
-//! else is refused with its line and character, and no byte is skipped except blank lines.
+//! else is refused with its line and character. No byte is skipped but a BOM at the start and
+//! blank lines.
 //!
 //! Neither the `csv` crate nor the `csv-core` parser under it is used, for concrete reasons:
 //! both read a quoted field on across line ends (so an unclosed quote swallows the rest of the

@@ -20,7 +20,7 @@ use postgres::{Client, SimpleQueryMessage};
 /// The documented rules, in Python, over `csv.reader(strict=True)`; one verdict per file:
 /// `ROWS` and the rows (date|loans|defaults|liquidations|as_of), or `REFUSE LINE WHY` (`-` for
 /// a refusal of the whole file).
-const REFERENCE: &str = r#"
+const REFERENCE: &str = r"
 import csv, datetime, io, re, sys
 
 LIMIT = 2**31 - 1
@@ -112,7 +112,7 @@ def verdict(path):
 for path in sys.argv[1:]:
     print('== ' + path)
     print(verdict(path))
-"#;
+";
 
 const CASES: usize = 240;
 
@@ -198,7 +198,8 @@ fn extract(rng: &mut Rng) -> Vec<u8> {
     let rows = 1 + rng.below(12);
     for day in 0..rows {
         if rng.chance(10) {
-            out.push_str(*rng.pick(&["", "  ", "\t", " \t "]));
+            let blank = rng.pick(&["", "  ", "\t", " \t "]);
+            out.push_str(blank);
             out.push_str(end(rng));
         }
         let top = *rng.pick(&[10u64, 1000, i32::MAX as u64]);
@@ -276,19 +277,14 @@ fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
         }
         6 if at < bytes.len() => bytes[at] = rng.pick(small)[0],
         7 => {
-            let run = vec![
-                *rng.pick(&[b' ', b'9', b'\t']);
-                *rng.pick(&[40_000, MAX_RECORD_BYTES + 1, 70_000])
-            ];
+            let run = vec![*rng.pick(b" 9\t"); *rng.pick(&[40_000, MAX_RECORD_BYTES + 1, 70_000])];
             bytes.splice(at..at, run);
         }
-        8 => bytes.extend_from_slice(*rng.pick(&[
-            &b"garbage"[..],
-            b"\0\0",
-            b"\x1a",
-            b"\"",
-            b"2031-01-01,1,0,1",
-        ])),
+        8 => {
+            let tails: [&[u8]; 5] = [b"garbage", b"\0\0", b"\x1a", b"\"", b"2031-01-01,1,0,1"];
+            let tail = rng.pick(&tails);
+            bytes.extend_from_slice(tail);
+        }
         _ => {
             // A line again, right after itself: a date twice, or a blank line twice.
             let start = bytes[..at]
@@ -334,15 +330,12 @@ fn reference(files: &[PathBuf]) -> Vec<Verdict> {
         .map(|block| {
             let mut lines = block.lines().skip(1);
             let first = lines.next().unwrap();
-            match first.strip_prefix("REFUSE ") {
-                Some(rest) => {
-                    let (line, why) = rest.split_once(' ').unwrap();
-                    Verdict::Refuse(line.parse().ok(), why.to_owned())
-                }
-                None => {
-                    assert_eq!(first, "ROWS");
-                    Verdict::Rows(lines.map(String::from).collect())
-                }
+            if let Some(rest) = first.strip_prefix("REFUSE ") {
+                let (line, why) = rest.split_once(' ').unwrap();
+                Verdict::Refuse(line.parse().ok(), why.to_owned())
+            } else {
+                assert_eq!(first, "ROWS");
+                Verdict::Rows(lines.map(String::from).collect())
             }
         })
         .collect()

@@ -336,6 +336,28 @@ fn a_lone_cr_ends_a_line_and_the_row_after_it_loads() {
 }
 
 #[test]
+fn a_quote_that_does_not_close_on_its_line_is_refused_with_line_and_character() {
+    let db = cluster().fresh_db();
+    load(&db, fixture("small.csv")).expect(0);
+    let before = table(&db);
+    let text = "date_of_repayment,number_of_loans,defaults,liquidations\n\
+                2023-06-01,\"10\n\",1,1\n2023-06-02,\"1\"0,0,0\n";
+    let out = load_text(&db, text).expect(65);
+    for expected in [
+        "<stdin>: 3 invalid rows; nothing was loaded",
+        "<stdin>: line 2, character 12: \"2023-06-01,\\\"10\": this quote opens a field that does \
+         not close on the line; a quoted field may not hold a line end",
+        "<stdin>: line 3, character 1: \"\\\",1,1\": this quote opens a field",
+        "<stdin>: line 4, character 15: \"2023-06-02,\\\"1\\\"0,0,0\": after a closing quote only a \
+         comma or the line end may follow",
+    ] {
+        out.assert_stderr_has(expected);
+    }
+    assert_eq!(table(&db), before);
+    assert_eq!(loads_recorded(&db), 1);
+}
+
+#[test]
 fn bad_rows_are_all_reported_and_nothing_is_written() {
     let db = cluster().fresh_db();
     load(&db, fixture("small.csv")).expect(0);
