@@ -16,7 +16,7 @@
 //! differential test (`crates/loans-load/tests/differential.rs`) loads generated and mutated
 //! extracts and requires the rows it reads, or a refusal.
 //!
-//! Memory stays flat: a line is at most [`MAX_RECORD_BYTES`] long and duplicate dates are found
+//! Memory stays flat: a line is at most [`MAX_LINE_BYTES`] long and duplicate dates are found
 //! with a fixed-size bit set over every date a four-digit year can name.
 
 use std::fmt;
@@ -31,7 +31,7 @@ use crate::exit::{Exit, ExitStatus};
 
 /// Longest line accepted (without its line end); a loans row is about 30 bytes, so anything near
 /// this is not one.
-pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// Bad rows described one by one before the rest are only counted.
 pub const MAX_REPORTED_ROWS: usize = 20;
@@ -222,7 +222,7 @@ impl fmt::Display for InputError {
             }
             InputErrorKind::TooLong { line } => write!(
                 f,
-                "{file}: line {line}: a record longer than {MAX_RECORD_BYTES} bytes; not a loans extract"
+                "{file}: line {line}: longer than {MAX_LINE_BYTES} bytes; not a loans extract"
             ),
             InputErrorKind::HeaderSyntax {
                 line,
@@ -490,7 +490,7 @@ impl<R: Read> LoanCsv<R> {
             got_any = true;
             let end = buf.iter().position(|&b| b == b'\n' || b == b'\r');
             let take = end.unwrap_or(buf.len());
-            if self.record.len() + take > MAX_RECORD_BYTES {
+            if self.record.len() + take > MAX_LINE_BYTES {
                 let line = self.line + 1;
                 if std::str::from_utf8(&self.record).is_err()
                     || std::str::from_utf8(&buf[..take]).is_err()
@@ -1060,17 +1060,21 @@ mod tests {
 
     #[test]
     fn a_line_may_be_as_long_as_the_limit_and_no_longer() {
-        let at_limit = format!("{HEAD}{}\n", "9".repeat(MAX_RECORD_BYTES));
+        let at_limit = format!("{HEAD}{}\n", "9".repeat(MAX_LINE_BYTES));
         let (_, _, bad) = read(at_limit.as_bytes()).unwrap();
         assert_eq!(bad[0].reason, "1 field; expected 4");
         let over = format!(
             "{HEAD}2021-08-28,1,0,1\r{}\r",
-            "9".repeat(MAX_RECORD_BYTES + 1)
+            "9".repeat(MAX_LINE_BYTES + 1)
         );
         let err = read(over.as_bytes()).unwrap_err();
         assert!(
             matches!(err.kind, InputErrorKind::TooLong { line: 3 }),
             "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "t.csv: line 3: longer than 65536 bytes; not a loans extract"
         );
     }
 
@@ -1267,7 +1271,7 @@ mod tests {
 
     #[test]
     fn a_record_without_end_is_cut_off_at_the_limit() {
-        let text = format!("{HEAD}{}", "9".repeat(MAX_RECORD_BYTES + 10));
+        let text = format!("{HEAD}{}", "9".repeat(MAX_LINE_BYTES + 10));
         let err = read(text.as_bytes()).unwrap_err();
         assert!(
             matches!(err.kind, InputErrorKind::TooLong { line: 2 }),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use loans_core::exit::{Exit, ExitStatus};
-use loans_core::input::{InputErrorKind, MAX_RECORD_BYTES, Source};
+use loans_core::input::{InputErrorKind, MAX_LINE_BYTES, Source};
 use loans_core::load::{Input, LoadError, LoadOptions, LoadOutcome, load};
 use loans_testkit::cluster::{TestDb, cluster};
 use postgres::{Client, SimpleQueryMessage};
@@ -277,7 +277,7 @@ fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
         }
         6 if at < bytes.len() => bytes[at] = rng.pick(small)[0],
         7 => {
-            let run = vec![*rng.pick(b" 9\t"); *rng.pick(&[40_000, MAX_RECORD_BYTES + 1, 70_000])];
+            let run = vec![*rng.pick(b" 9\t"); *rng.pick(&[40_000, MAX_LINE_BYTES + 1, 70_000])];
             bytes.splice(at..at, run);
         }
         8 => {
