@@ -385,7 +385,7 @@ fn connect_destination(db: &DbConfig) -> Result<postgres::Client, LoadError> {
 /// header, and a failure to read is the source database's.
 fn source_error(name: &str, err: InputError) -> LoadError {
     let reason = match err.kind {
-        InputErrorKind::Header { found } => format!(
+        InputErrorKind::Header { found, .. } => format!(
             "the query returns the columns {found:?}; it must return {CANONICAL_HEADER:?}, in \
              this order (rename them with AS)"
         ),

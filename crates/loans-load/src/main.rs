@@ -46,9 +46,10 @@ Input:
   stored with each day the file changes):
     Date of Repayment,Number of Loans,Default (as of 2023-05-09),Liquidation (as of 2023-05-09)
     date_of_repayment,number_of_loans,defaults,liquidations
-  Dates are YYYY-MM-DD and must exist; counts are whole numbers from 0 to 2147483647;
-  defaults + liquidations may not exceed the number of loans; a date may appear only once.
-  UTF-8 with or without a BOM, LF or CRLF line ends, quoted fields and blank lines are fine.
+  Dates are YYYY-MM-DD and must exist; counts are whole numbers from 0 to 2147483647, in digits
+  without a sign; defaults + liquidations may not exceed the number of loans; a date may appear
+  only once. UTF-8 with or without a BOM; a line ends at LF, CRLF or CR; one row per line, a
+  field quoted whole or not at all; blank lines are skipped.
 
 Examples:
   Load the sample shipped with the project:

@@ -308,6 +308,55 @@ fn bom_crlf_quotes_and_trailing_blank_lines_load_the_same_as_plain_text() {
     assert_eq!(figure(&out, "as_of"), "none");
 }
 
+/// Every line end an editor shows, a lone CR included, ends a row: both rows load, and none is
+/// lost behind a CR that ends the first.
+#[test]
+fn a_lone_cr_ends_a_line_and_the_row_after_it_loads() {
+    let db = cluster().fresh_db();
+    let text = "date_of_repayment,number_of_loans,defaults,liquidations\n\
+                2023-06-01,10,1,1\r2023-06-02,20,2,2\n2023-06-03,30,3,3\r\n2023-06-04,40,4,4";
+    let out = load_text(&db, text).expect(0);
+    assert_eq!(counts(&out), [4, 4, 0, 0], "{out}");
+    assert_eq!(
+        db.rows("SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM loans ORDER BY 1"),
+        [
+            "2023-06-01|10|1|1",
+            "2023-06-02|20|2|2",
+            "2023-06-03|30|3|3",
+            "2023-06-04|40|4|4"
+        ]
+    );
+    // Line numbers are an editor's: each of LF, CR and CRLF ends one line.
+    let bad = "date_of_repayment,number_of_loans,defaults,liquidations\r\
+               2023-06-01,10,1,1\r\n\r2023-06-02,x,2,2\n2023-06-03,-0,0,0\r";
+    let out = load_text(&db, bad).expect(65);
+    out.assert_stderr_has("<stdin>: line 4, column 2 (number_of_loans): \"x\"");
+    out.assert_stderr_has("<stdin>: line 5, column 2 (number_of_loans): \"-0\"");
+    assert_eq!(loads_recorded(&db), 1);
+}
+
+#[test]
+fn a_quote_that_does_not_close_on_its_line_is_refused_with_line_and_character() {
+    let db = cluster().fresh_db();
+    load(&db, fixture("small.csv")).expect(0);
+    let before = table(&db);
+    let text = "date_of_repayment,number_of_loans,defaults,liquidations\n\
+                2023-06-01,\"10\n\",1,1\n2023-06-02,\"1\"0,0,0\n";
+    let out = load_text(&db, text).expect(65);
+    for expected in [
+        "<stdin>: 3 invalid rows; nothing was loaded",
+        "<stdin>: line 2, character 12: \"2023-06-01,\\\"10\": this quote opens a field that does \
+         not close on the line; a quoted field may not hold a line end",
+        "<stdin>: line 3, character 1: \"\\\",1,1\": this quote opens a field",
+        "<stdin>: line 4, character 15: \"2023-06-02,\\\"1\\\"0,0,0\": after a closing quote only a \
+         comma or the line end may follow",
+    ] {
+        out.assert_stderr_has(expected);
+    }
+    assert_eq!(table(&db), before);
+    assert_eq!(loads_recorded(&db), 1);
+}
+
 #[test]
 fn bad_rows_are_all_reported_and_nothing_is_written() {
     let db = cluster().fresh_db();

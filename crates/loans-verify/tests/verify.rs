@@ -392,6 +392,29 @@ fn loans_that_differ_from_the_csv_are_named() {
     assert!(line(&out, "gaps").starts_with("INFO "), "{out}");
 }
 
+/// `--csv` reads with the loader's reader: on a file whose rows a lone CR separates, both see
+/// the same three days.
+#[test]
+fn csv_sees_the_rows_the_loader_loads_whatever_the_line_ends() {
+    let db = cluster().fresh_db();
+    let text = "date_of_repayment,number_of_loans,defaults,liquidations\r\
+                2023-06-01,10,1,1\r2023-06-02,20,2,2\r\n2023-06-03,30,3,3\n";
+    let path = std::env::temp_dir().join(format!("verify-cr-{}.csv", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    db.load(text);
+    assert_eq!(db.scalar("SELECT count(*) FROM loans").unwrap(), "3");
+    let out = verify(&db)
+        .args(["--csv", &path.display().to_string()])
+        .run();
+    let _ = std::fs::remove_file(&path);
+    let csv = line(&out, "csv");
+    assert!(csv.starts_with("PASS "), "{out}");
+    assert!(
+        csv.ends_with(&format!(" loans equals {}: 3 days", path.display())),
+        "{out}"
+    );
+}
+
 #[test]
 fn days_in_loans_but_not_in_the_csv_are_named() {
     let db = ready();
