@@ -697,10 +697,10 @@ mod tests {
 
     #[test]
     fn the_strings_sslmode_is_kept_whatever_its_spelling() {
+        use postgres::config::SslMode as Wire;
         let mode = |url: &str, vars: &[(&str, &str)]| {
             check(url, vars).map(|cfg| (cfg.tls.mode.to_string(), cfg.pg.get_ssl_mode()))
         };
-        use postgres::config::SslMode as Wire;
         // Issue 16: both came out as prefer, so a server without TLS got a plaintext session.
         for url in [
             "postgresql://u:se?cret@h/d?sslmode=require",
@@ -847,5 +847,19 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(password(url, &[("HOME", home)]), None);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn mutated_strings_never_panic_and_never_show_the_password() {
+        use crate::conninfo::tests::{Rng, mutated};
+        for seed in 1..=5_000u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let text = mutated(&mut rng);
+            let vars = [("HOME", "/nonexistent"), ("PGPASSWORD", "Env-S3cret")];
+            match check(&text, &vars) {
+                Ok(cfg) => assert!(!format!("{cfg:?}").contains("Env-S3cret"), "{text}"),
+                Err(err) => assert!(!err.to_string().contains("Env-S3cret"), "{text}: {err}"),
+            }
+        }
     }
 }

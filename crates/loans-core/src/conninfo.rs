@@ -237,7 +237,9 @@ fn parse_query(query: &str, info: &mut Conninfo) -> Result<(), String> {
     if query.is_empty() {
         return Ok(());
     }
-    for pair in query.split('&') {
+    // libpq stops at the end of the string, so one '&' may end it; an empty pair elsewhere is
+    // an error.
+    for pair in query.strip_suffix('&').unwrap_or(query).split('&') {
         let mut sides = pair.split('=');
         let (Some(key), Some(value), None) = (sides.next(), sides.next(), sides.next()) else {
             return Err(if pair.contains('=') {
@@ -289,21 +291,21 @@ fn parse_words(text: &str) -> Result<Conninfo, String> {
     let mut info = Conninfo::default();
     let mut chars = text.chars().peekable();
     loop {
-        while chars.next_if(|c| c.is_ascii_whitespace()).is_some() {}
+        while chars.next_if(|c| blank(*c)).is_some() {}
         if chars.peek().is_none() {
             return Ok(info);
         }
         let mut key = String::new();
-        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_ascii_whitespace()) {
+        while let Some(c) = chars.next_if(|c| *c != '=' && !blank(*c)) {
             key.push(c);
         }
-        while chars.next_if(|c| c.is_ascii_whitespace()).is_some() {}
+        while chars.next_if(|c| blank(*c)).is_some() {}
         if chars.next_if_eq(&'=').is_none() {
             return Err(format!(
                 "missing \"=\" after \"{key}\" in the connection string"
             ));
         }
-        while chars.next_if(|c| c.is_ascii_whitespace()).is_some() {}
+        while chars.next_if(|c| blank(*c)).is_some() {}
         let mut value = String::new();
         if chars.next_if_eq(&'\'').is_some() {
             loop {
@@ -319,7 +321,7 @@ fn parse_words(text: &str) -> Result<Conninfo, String> {
                 }
             }
         } else {
-            while let Some(c) = chars.next_if(|c| !c.is_ascii_whitespace()) {
+            while let Some(c) = chars.next_if(|c| !blank(*c)) {
                 if c == '\\' {
                     value.extend(chars.next());
                 } else {
@@ -329,6 +331,11 @@ fn parse_words(text: &str) -> Result<Conninfo, String> {
         }
         info.set(&key, &value)?;
     }
+}
+
+/// C's `isspace`, which libpq uses: ASCII white space and the vertical tab.
+fn blank(c: char) -> bool {
+    c.is_ascii_whitespace() || c == '\x0b'
 }
 
 #[cfg(test)]
@@ -526,6 +533,217 @@ pub(crate) mod tests {
         ] {
             let err = parse(text).unwrap_err();
             assert_eq!(err, expected, "{text}");
+        }
+    }
+
+    /// A small, fixed pseudo-random sequence (xorshift64*), so a failure replays from its seed.
+    pub(crate) struct Rng(pub(crate) u64);
+
+    impl Rng {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len())]
+        }
+
+        /// A string of 1 to `max` characters, heavy on the ones that mean something in either
+        /// form.
+        fn text(&mut self, max: usize) -> String {
+            const PIECES: &[&str] = &[
+                "a",
+                "Z",
+                "0",
+                "9",
+                "-",
+                "_",
+                ".",
+                "~",
+                ":",
+                "@",
+                "/",
+                "?",
+                "&",
+                "=",
+                "%",
+                "#",
+                "[",
+                "]",
+                ",",
+                "'",
+                "\\",
+                " ",
+                "\t",
+                "+",
+                "é",
+                "ß",
+                "€",
+                "%41",
+                "%zz",
+                "\u{1F600}",
+            ];
+            let len = 1 + self.below(max);
+            (0..len).map(|_| self.pick(PIECES)).collect()
+        }
+    }
+
+    /// Templates and pieces for mutated strings: both forms, every delimiter.
+    pub(crate) fn mutated(rng: &mut Rng) -> String {
+        const TEMPLATES: &[&str] = &[
+            "postgresql://u:p@h:5/d?sslmode=require&sslrootcert=system",
+            "postgres://[::1]:5,h2:6/db?host=x&port=3&ssl=true",
+            "postgresql://u:se?cret@host/db?ssl%6dode=require",
+            "host=h port=5 user=u password='a\\'b' sslmode=verify-full",
+            "host=a,b hostaddr=127.0.0.1,::1 port=1,2 connect_timeout=3",
+            "postgresql:///d?target_session_attrs=read-write&keepalives=1",
+        ];
+        const INSERTS: &[&str] = &[
+            "@",
+            ":",
+            "/",
+            "?",
+            "&",
+            "=",
+            "%",
+            "%0",
+            "%00",
+            "%6d",
+            "%C3",
+            "[",
+            "]",
+            ",",
+            "'",
+            "\\",
+            " ",
+            "\u{b}",
+            "sslmode=",
+            "host=",
+            "password=",
+            "port=99999",
+            "é",
+        ];
+        let mut text = rng.pick(TEMPLATES).to_owned();
+        for _ in 0..=rng.below(5) {
+            let mut at = rng.below(text.len() + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            match rng.below(3) {
+                0 => text.insert_str(at, rng.pick(INSERTS)),
+                1 if at < text.len() => {
+                    text.remove(at);
+                }
+                _ => text.truncate(at),
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn mutated_strings_never_panic() {
+        for seed in 1..=20_000u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let text = mutated(&mut rng);
+            // Either answer is fine; a panic is not. The error names no value but keywords.
+            let _ = parse(&text);
+        }
+    }
+
+    /// Percent-encodes all but RFC 3986's unreserved characters.
+    fn encode(text: &str) -> String {
+        text.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    /// libpq's quoting for the word form: in single quotes, `'` and `\` escaped.
+    fn quote(text: &str) -> String {
+        format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+
+    #[test]
+    fn random_parts_come_back_from_both_forms() {
+        for seed in 1..=5_000u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let user = rng.text(12);
+            // Marked, so the check below cannot match a message by chance.
+            let password = format!("Pw{}", rng.text(16));
+            let dbname = rng.text(12);
+            let app = rng.text(12);
+            let hosts: Vec<String> = (0..=rng.below(3))
+                .map(|_| match rng.below(3) {
+                    0 => "::1".to_owned(),
+                    1 => "fe80::1%eth0".to_owned(),
+                    _ => rng.text(10).replace([',', ':'], ";"),
+                })
+                .collect();
+            let ports: Vec<String> = hosts
+                .iter()
+                .map(|_| (1 + rng.below(65535)).to_string())
+                .collect();
+            let mut expected = kv(&[
+                ("user", &user),
+                ("password", &password),
+                ("dbname", &dbname),
+                ("application_name", &app),
+                ("host", &hosts.join(",")),
+                ("port", &ports.join(",")),
+            ]);
+            expected.sort();
+            let netloc: Vec<String> = hosts
+                .iter()
+                .zip(&ports)
+                .map(|(host, port)| {
+                    if host.contains(':') {
+                        format!("[{}]:{port}", host.replace('%', "%25"))
+                    } else {
+                        format!("{}:{port}", encode(host))
+                    }
+                })
+                .collect();
+            let url = format!(
+                "postgresql://{}:{}@{}/{}?application_name={}",
+                encode(&user),
+                encode(&password),
+                netloc.join(","),
+                encode(&dbname),
+                encode(&app)
+            );
+            assert_eq!(pairs(&url), expected, "seed {seed}: {url}");
+            let words = format!(
+                "user={} password={}\tdbname = {} application_name={} host={} port={}",
+                quote(&user),
+                quote(&password),
+                quote(&dbname),
+                quote(&app),
+                quote(&hosts.join(",")),
+                ports.join(",")
+            );
+            assert_eq!(pairs(&words), expected, "seed {seed}: {words}");
+            // One broken part elsewhere: the error must not show the password.
+            for broken in [
+                format!("{url}&sslmod=require"),
+                format!("{url}&port=%zz"),
+                format!("{words} sslcert=x"),
+                format!("{words} options='x"),
+            ] {
+                let err = parse(&broken).unwrap_err();
+                assert!(!err.contains(&password), "seed {seed}: {err}");
+            }
         }
     }
 }
