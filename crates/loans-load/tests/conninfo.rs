@@ -128,16 +128,16 @@ fn setting(
     let mut vars = vec![];
     let text = match spelling {
         Spelling::Url => {
-            let mut url = format!(
-                "postgresql://postgres:se?cret@{base}?hostaddr=127.0.0.1&application_name={app}"
-            );
+            // The TLS settings first, right after the password's '?', as in the issue.
+            let mut params = vec![];
             if let Some(mode) = mode {
-                let _ = write!(url, "&sslmode={mode}");
+                params.push(format!("sslmode={mode}"));
             }
             if let Some(root) = root {
-                let _ = write!(url, "&sslrootcert={root}");
+                params.push(format!("sslrootcert={root}"));
             }
-            url
+            params.push(format!("hostaddr=127.0.0.1&application_name={app}"));
+            format!("postgresql://postgres:se?cret@{base}?{}", params.join("&"))
         }
         Spelling::EncodedKeys => {
             let mut url = format!(
@@ -275,10 +275,14 @@ fn the_tools_connect_exactly_when_psql_does() {
                         };
                         for &root in roots {
                             for mode in modes {
-                                let app = format!("c{}", CASE.fetch_add(1, Ordering::Relaxed));
+                                // The same settings, but for the application name that
+                                // finds the tool's sessions in the server's log.
+                                let case = CASE.fetch_add(1, Ordering::Relaxed);
+                                let (app, psql_app) = (format!("c{case}x"), format!("c{case}p"));
                                 let port = server.cluster.port();
                                 let setting = setting(spelling, port, mode, root, &app);
-                                let theirs = psql(&setting, home);
+                                let for_psql = self::setting(spelling, port, mode, root, &psql_app);
+                                let theirs = psql(&for_psql, home);
                                 let ours = tool(&setting, home, server, &app);
                                 let verdict = match (&theirs, &ours) {
                                     (Ok(a), Ok(b)) if a == b => "both connect, alike",
