@@ -230,18 +230,40 @@ fn tool(setting: &Setting, home: &Path, server: &Server, app: &str) -> Result<bo
     }
 }
 
-#[test]
-fn the_tools_connect_exactly_when_psql_does() {
-    let world = world();
-    let home = world.dir.join("home");
-    let ca = world.dir.join("ca.crt").display().to_string();
-    let other_ca = world.dir.join("other-ca.crt").display().to_string();
-    let roots = [
-        None,
-        Some(ca.as_str()),
-        Some(other_ca.as_str()),
-        Some("system"),
-    ];
+/// Whether psql's outcome and ours agree, or differ only as documented; `None` when not.
+fn verdict(
+    theirs: &Result<bool, String>,
+    ours: &Result<bool, String>,
+    mode: Option<&str>,
+    root: Option<&str>,
+    server: &Server,
+) -> Option<&'static str> {
+    match (theirs, ours) {
+        (Ok(a), Ok(b)) if a == b => Some("both connect, alike"),
+        (Err(_), Err(_)) => Some("both refuse"),
+        (Ok(false), Err(_))
+            if matches!(mode, None | Some("prefer"))
+                && server.offers_tls
+                && root != Some("system") =>
+        {
+            Some("exception: libpq's retry without TLS")
+        }
+        // With libpq 16's rule, nothing a private CA signed passes: refused at the start or in
+        // the handshake.
+        (Ok(_), Err(_)) if root == Some("system") => {
+            Some("exception: sslrootcert=system as in libpq 16")
+        }
+        _ => None,
+    }
+}
+
+/// Every case on one server: how many of each verdict, and the disagreements.
+fn cases_on(
+    server: &Server,
+    home: &Path,
+    roots: &[Option<&str>],
+) -> (BTreeMap<&'static str, u32>, Vec<String>) {
+    static CASE: AtomicU32 = AtomicU32::new(0);
     let modes = [
         None,
         Some("disable"),
@@ -256,62 +278,60 @@ fn the_tools_connect_exactly_when_psql_does() {
         Spelling::Words,
         Spelling::Variables,
     ];
-    static CASE: AtomicU32 = AtomicU32::new(0);
+    let mut failures = vec![];
+    let mut tally = BTreeMap::new();
+    for spelling in spellings {
+        // Every root for the URL; the other spellings reach the same checks once parsed, so two
+        // roots keep the run short.
+        let roots = match spelling {
+            Spelling::Url => roots,
+            _ => &roots[..2],
+        };
+        for &root in roots {
+            for mode in modes {
+                // The same settings, but for the application name that finds the tool's
+                // sessions in the server's log.
+                let case = CASE.fetch_add(1, Ordering::Relaxed);
+                let (app, psql_app) = (format!("c{case}x"), format!("c{case}p"));
+                let port = server.cluster.port();
+                let ours_setting = setting(spelling, port, mode, root, &app);
+                let theirs = psql(&setting(spelling, port, mode, root, &psql_app), home);
+                let ours = tool(&ours_setting, home, server, &app);
+                let verdict = verdict(&theirs, &ours, mode, root, server).unwrap_or_else(|| {
+                    failures.push(format!(
+                        "{} / {spelling:?} / sslmode {mode:?} / root {root:?}\n  {}\n  psql: \
+                         {theirs:?}\n  ours: {ours:?}",
+                        server.name, ours_setting.text
+                    ));
+                    "disagree"
+                });
+                *tally.entry(verdict).or_default() += 1;
+            }
+        }
+    }
+    (tally, failures)
+}
+
+#[test]
+fn the_tools_connect_exactly_when_psql_does() {
+    let world = world();
+    let home = world.dir.join("home");
+    let ca = world.dir.join("ca.crt").display().to_string();
+    let other_ca = world.dir.join("other-ca.crt").display().to_string();
+    let roots = [
+        None,
+        Some(ca.as_str()),
+        Some(other_ca.as_str()),
+        Some("system"),
+    ];
     let results = std::thread::scope(|scope| {
         let runs: Vec<_> = world
             .servers
             .iter()
             .map(|server| {
-                let home = &home;
+                let (home, roots) = (&home, &roots);
                 scope.spawn(move || {
-                    let mut failures = vec![];
-                    let mut tally = BTreeMap::<&str, u32>::new();
-                    for spelling in spellings {
-                        // Every root for the URL; the other spellings reach the same checks
-                        // once parsed, so two roots keep the run short.
-                        let roots = match spelling {
-                            Spelling::Url => &roots[..],
-                            _ => &roots[..2],
-                        };
-                        for &root in roots {
-                            for mode in modes {
-                                // The same settings, but for the application name that
-                                // finds the tool's sessions in the server's log.
-                                let case = CASE.fetch_add(1, Ordering::Relaxed);
-                                let (app, psql_app) = (format!("c{case}x"), format!("c{case}p"));
-                                let port = server.cluster.port();
-                                let setting = setting(spelling, port, mode, root, &app);
-                                let for_psql = self::setting(spelling, port, mode, root, &psql_app);
-                                let theirs = psql(&for_psql, home);
-                                let ours = tool(&setting, home, server, &app);
-                                let verdict = match (&theirs, &ours) {
-                                    (Ok(a), Ok(b)) if a == b => "both connect, alike",
-                                    (Err(_), Err(_)) => "both refuse",
-                                    (Ok(false), Err(_))
-                                        if matches!(mode, None | Some("prefer"))
-                                            && server.offers_tls
-                                            && root != Some("system") =>
-                                    {
-                                        "exception: libpq's retry without TLS"
-                                    }
-                                    // With libpq 16's rule, nothing a private CA signed
-                                    // passes: refused at the start or in the handshake.
-                                    (Ok(_), Err(_)) if root == Some("system") => {
-                                        "exception: sslrootcert=system as in libpq 16"
-                                    }
-                                    _ => {
-                                        failures.push(format!(
-                                            "{} / {spelling:?} / sslmode {mode:?} / root {root:?}\n  \
-                                             {}\n  psql: {theirs:?}\n  ours: {ours:?}",
-                                            server.name, setting.text
-                                        ));
-                                        "disagree"
-                                    }
-                                };
-                                *tally.entry(verdict).or_default() += 1;
-                            }
-                        }
-                    }
+                    let (tally, failures) = cases_on(server, home, roots);
                     (server.name, tally, failures)
                 })
             })

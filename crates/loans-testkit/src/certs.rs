@@ -2,6 +2,7 @@
 //! postgresql depends on): CAs of the test's own and server certificates they sign, valid or
 //! expired, and a private cluster that serves one of them.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -113,7 +114,6 @@ pub fn tls_cluster(certs: &Path, cert: Option<&str>, pg_hba: &str) -> Cluster {
                 for (from, to) in [("crt", "server.crt"), ("key", "server.key")] {
                     std::fs::copy(certs.join(format!("{name}.{from}")), data.join(to)).unwrap();
                 }
-                use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(
                     data.join("server.key"),
                     std::fs::Permissions::from_mode(0o600),
