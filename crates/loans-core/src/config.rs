@@ -148,7 +148,9 @@ impl DbArgs {
         settings.session_options(&mut pg)?;
         // Notices ("relation already exists, skipping") are detail, not news.
         pg.notice_callback(|notice| log::debug!("server notice: {}", notice.message()));
-        let tls = settings.tls()?;
+        // libpq never tries TLS over a Unix socket, whatever the mode.
+        let sockets_only = hosts.iter().all(|host| host.host.starts_with('/'));
+        let tls = settings.tls(sockets_only)?;
         pg.ssl_mode(tls.wire_mode());
         let target = describe(&pg);
         Ok(DbConfig {
@@ -291,10 +293,11 @@ impl Settings<'_> {
                 }
                 None => None,
             };
-            let host = match (names.get(i).filter(|n| !n.is_empty()), addr) {
+            // libpq matches the password file on the hostaddr as written when no host is given.
+            let host = match (names.get(i).filter(|n| !n.is_empty()), addrs.get(i)) {
                 (Some(name), _) => name.clone(),
-                (None, Some(addr)) => addr.to_string(),
-                (None, None) => default_host(port).to_owned(),
+                (None, Some(text)) if addr.is_some() => text.trim().to_owned(),
+                _ => default_host(port).to_owned(),
             };
             hosts.push(HostSpec {
                 host,
@@ -396,7 +399,8 @@ impl Settings<'_> {
     }
 
     /// sslmode and sslrootcert, with libpq's fallbacks: PGSSLMODE, then the old PGREQUIRESSL.
-    fn tls(&self) -> Result<Tls, ConfigError> {
+    /// Over sockets alone the mode is checked but no TLS is set up, as in libpq.
+    fn tls(&self, sockets_only: bool) -> Result<Tls, ConfigError> {
         let mode = self.get("sslmode").map(|v| v.text).or_else(|| {
             (self.env)("PGREQUIRESSL")
                 .filter(|v| v.starts_with('1'))
@@ -405,6 +409,9 @@ impl Settings<'_> {
         let root_cert = self.get("sslrootcert").map(|v| v.text);
         let mode =
             tls::resolve_mode(mode.as_deref(), root_cert.as_deref()).map_err(ConfigError::Tls)?;
+        if sockets_only {
+            return Ok(Tls { mode, client: None });
+        }
         let home = (self.env)("HOME").map(PathBuf::from);
         tls::configure(mode, root_cert.as_deref(), home.as_deref()).map_err(ConfigError::Tls)
     }
@@ -739,6 +746,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/root.pem"), "{err}");
+    }
+
+    #[test]
+    fn no_tls_is_tried_over_sockets_as_in_libpq() {
+        let cfg = check("host=/run/pg user=u sslmode=verify-full", &[]).unwrap();
+        assert!(cfg.tls.client.is_none());
+        assert_eq!(cfg.pg.get_ssl_mode(), postgres::config::SslMode::Disable);
+        // The mode is still checked.
+        assert!(check("host=/run/pg user=u sslmode=always", &[]).is_err());
+        // A TCP host among them: TLS as asked.
+        let cfg = check("host=/run/pg,db user=u sslmode=require", &[]).unwrap();
+        assert_eq!(cfg.pg.get_ssl_mode(), postgres::config::SslMode::Require);
     }
 
     #[test]

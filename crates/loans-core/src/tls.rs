@@ -96,7 +96,8 @@ pub(crate) fn resolve_mode(mode: Option<&str>, root_cert: Option<&str>) -> Resul
     Ok(mode)
 }
 
-/// What the settings ask of the connection, checked and ready: `None` for `disable`.
+/// What the settings ask of the connection, checked and ready: no client for `disable`, nor
+/// over Unix sockets alone (libpq tries no TLS there).
 #[derive(Debug, Clone)]
 pub(crate) struct Tls {
     pub(crate) mode: SslMode,
@@ -105,8 +106,12 @@ pub(crate) struct Tls {
 
 impl Tls {
     /// The client library's own mode: it knows only whether TLS is optional or required; the
-    /// checks of the verify modes are done by our certificate verifier.
+    /// checks of the verify modes are done by our certificate verifier. Without a client (for
+    /// `disable`, or a socket) no TLS is asked for.
     pub(crate) fn wire_mode(&self) -> postgres::config::SslMode {
+        if self.client.is_none() {
+            return postgres::config::SslMode::Disable;
+        }
         match self.mode {
             SslMode::Disable => postgres::config::SslMode::Disable,
             SslMode::Prefer => postgres::config::SslMode::Prefer,

@@ -366,6 +366,32 @@ fn the_tools_connect_exactly_when_psql_does() {
     }
 }
 
+/// Over a Unix socket libpq tries no TLS, whatever the mode, and neither do we.
+#[test]
+fn over_a_socket_every_mode_connects_without_tls_as_in_psql() {
+    let world = world();
+    let home = world.dir.join("home");
+    let server = &world.servers[1]; // TLS only over TCP; its socket is trusted
+    for mode in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
+        let base = server.cluster.socket_conninfo("postgres", "loans");
+        let setting = |app: &str| Setting {
+            text: format!("{base} sslmode={mode} application_name={app}"),
+            vars: vec![],
+        };
+        assert_eq!(
+            psql(&setting(&format!("s{mode}p")), &home),
+            Ok(false),
+            "{mode}"
+        );
+        let app = format!("s{mode}x");
+        assert_eq!(
+            tool(&setting(&app), &home, server, &app),
+            Ok(false),
+            "{mode}"
+        );
+    }
+}
+
 /// A server that asks for a password: the tool logs in with a password file alone, as psql
 /// does, and ignores the file as psql does when others may read it.
 #[test]

@@ -194,6 +194,13 @@ impl Cluster {
         connect(&own.socket_conninfo(user, dbname))
     }
 
+    /// libpq's key=value string for `user` and `dbname` through the server's local socket
+    /// (only for clusters the tests started).
+    pub fn socket_conninfo(&self, user: &str, dbname: &str) -> String {
+        let own = self.own.as_ref().expect("a cluster the tests started");
+        own.socket_conninfo(user, dbname)
+    }
+
     fn start() -> Cluster {
         Cluster::start_with(|_| {}, false)
     }
