@@ -149,7 +149,9 @@ impl DbArgs {
         // Notices ("relation already exists, skipping") are detail, not news.
         pg.notice_callback(|notice| log::debug!("server notice: {}", notice.message()));
         // libpq never tries TLS over a Unix socket, whatever the mode.
-        let sockets_only = hosts.iter().all(|host| host.host.starts_with('/'));
+        let sockets_only = hosts
+            .iter()
+            .all(|host| host.addr.is_none() && host.host.starts_with('/'));
         let tls = settings.tls(sockets_only)?;
         pg.ssl_mode(tls.wire_mode());
         let target = describe(&pg);
@@ -757,6 +759,9 @@ mod tests {
         assert!(check("host=/run/pg user=u sslmode=always", &[]).is_err());
         // A TCP host among them: TLS as asked.
         let cfg = check("host=/run/pg,db user=u sslmode=require", &[]).unwrap();
+        assert_eq!(cfg.pg.get_ssl_mode(), postgres::config::SslMode::Require);
+        // A hostaddr is TCP, whatever the host says.
+        let cfg = check("host=/run/pg hostaddr=::1 user=u sslmode=require", &[]).unwrap();
         assert_eq!(cfg.pg.get_ssl_mode(), postgres::config::SslMode::Require);
     }
 
