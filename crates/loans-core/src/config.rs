@@ -94,10 +94,7 @@ impl DbArgs {
             Some(text) => conninfo::parse(text).map_err(ConfigError::InvalidUrl)?,
             None => Conninfo::default(),
         };
-        let settings = Settings {
-            info,
-            env: &|name: &str| env(name).filter(|value| !value.is_empty()),
-        };
+        let settings = Settings { info, env: &env };
         settings.refuse_unsupported_variables()?;
         let mut pg = postgres::Config::new();
         let hosts = settings.hosts()?;
@@ -111,8 +108,8 @@ impl DbArgs {
         let user = settings
             .get("user")
             .map(|v| v.text)
-            .or_else(|| (settings.env)("USER"))
-            .or_else(|| (settings.env)("LOGNAME"))
+            .or_else(|| settings.var("USER"))
+            .or_else(|| settings.var("LOGNAME"))
             .unwrap_or_else(|| "postgres".to_owned());
         let dbname = settings
             .get("dbname")
@@ -212,20 +209,40 @@ struct Settings<'a> {
 
 impl Settings<'_> {
     /// The string's value for `keyword`, else its variable's (libpq's `conninfo_add_defaults`).
-    /// An empty value counts as not given, as in libpq.
+    /// An empty value counts as not given for names, the password and files, as in libpq;
+    /// for a mode or a number libpq refuses it, so it is kept, to be refused.
     fn get(&self, keyword: &str) -> Option<Value> {
-        if let Some(text) = self.info.get(keyword) {
-            return (!text.is_empty()).then(|| Value {
+        let value = if let Some(text) = self.info.get(keyword) {
+            Value {
                 text: text.to_owned(),
                 from: keyword.to_owned(),
-            });
-        }
-        let (_, var) = conninfo::SUPPORTED.iter().find(|(k, _)| *k == keyword)?;
-        let var = (*var)?;
-        (self.env)(var).map(|text| Value {
-            text,
-            from: var.to_owned(),
-        })
+            }
+        } else {
+            let (_, var) = conninfo::SUPPORTED.iter().find(|(k, _)| *k == keyword)?;
+            let var = (*var)?;
+            Value {
+                text: (self.env)(var)?,
+                from: var.to_owned(),
+            }
+        };
+        let strict = matches!(
+            keyword,
+            "sslmode"
+                | "target_session_attrs"
+                | "channel_binding"
+                | "connect_timeout"
+                | "keepalives"
+                | "keepalives_idle"
+                | "keepalives_interval"
+                | "keepalives_count"
+                | "tcp_user_timeout"
+        );
+        (strict || !value.text.is_empty()).then_some(value)
+    }
+
+    /// A variable, unless it is unset or empty.
+    fn var(&self, name: &str) -> Option<String> {
+        (self.env)(name).filter(|value| !value.is_empty())
     }
 
     /// A variable libpq would act on and we cannot: an error rather than a different
@@ -233,7 +250,7 @@ impl Settings<'_> {
     fn refuse_unsupported_variables(&self) -> Result<(), ConfigError> {
         for (keyword, var) in conninfo::UNSUPPORTED {
             if let Some(var) = var {
-                if (self.env)(var).is_some() {
+                if self.var(var).is_some() {
                     return Err(ConfigError::Invalid(format!(
                         "{var} is set, but the connection option \"{keyword}\" is not supported \
                          by these tools; unset it"
@@ -321,7 +338,7 @@ impl Settings<'_> {
     ) -> Result<Option<(PathBuf, String)>, ConfigError> {
         let file = match self.get("passfile") {
             Some(value) => PathBuf::from(value.text),
-            None => match (self.env)("HOME") {
+            None => match self.var("HOME") {
                 Some(home) => Path::new(&home).join(".pgpass"),
                 None => return Ok(None),
             },
@@ -404,7 +421,7 @@ impl Settings<'_> {
     /// Over sockets alone the mode is checked but no TLS is set up, as in libpq.
     fn tls(&self, sockets_only: bool) -> Result<Tls, ConfigError> {
         let mode = self.get("sslmode").map(|v| v.text).or_else(|| {
-            (self.env)("PGREQUIRESSL")
+            self.var("PGREQUIRESSL")
                 .filter(|v| v.starts_with('1'))
                 .map(|_| "require".to_owned())
         });
@@ -414,7 +431,7 @@ impl Settings<'_> {
         if sockets_only {
             return Ok(Tls { mode, client: None });
         }
-        let home = (self.env)("HOME").map(PathBuf::from);
+        let home = self.var("HOME").map(PathBuf::from);
         tls::configure(mode, root_cert.as_deref(), home.as_deref()).map_err(ConfigError::Tls)
     }
 }
@@ -676,6 +693,28 @@ mod tests {
             assert!(err.to_string().contains(part), "{url}: {err}");
             assert!(!err.to_string().contains("s3cret"), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn an_empty_mode_or_number_is_refused_as_psql_refuses_it() {
+        for (url, vars) in [
+            ("host=h sslmode=''", &[][..]),
+            ("host=h", &[("PGSSLMODE", "")]),
+            ("host=h connect_timeout=''", &[]),
+            ("postgresql://h?target_session_attrs=", &[]),
+            ("host=h keepalives=''", &[]),
+        ] {
+            assert!(check(url, vars).is_err(), "{url} {vars:?}");
+        }
+        // An empty name, port or password is as good as none; as libpq, an empty user in the
+        // string does not fall back to PGUSER but to the login name.
+        let cfg = check(
+            "host=h port='' user='' password=''",
+            &[("PGUSER", "ann"), ("USER", "bob")],
+        )
+        .unwrap();
+        assert_eq!(cfg.target(), "h:5432 database bob user bob");
+        assert_eq!(cfg.pg.get_password(), None);
     }
 
     #[test]
