@@ -1,31 +1,37 @@
 //! Database settings: the `--database-url` option shared by every binary, checked into a
 //! [`DbConfig`] before any connection is tried.
 //!
-//! Precedence is the one users know from libpq tools: an explicit URL (`--database-url` or
-//! `DATABASE_URL`) wins; otherwise `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD` and `PGDATABASE` are
-//! read with psql's defaults. The password never appears in any message. TLS follows libpq too:
-//! `sslmode` and `sslrootcert` in the URL, else `PGSSLMODE` and `PGSSLROOTCERT` (see [`crate::tls`]).
+//! libpq's rules throughout: the string (a URL or key=value words, parsed by
+//! [`crate::conninfo`]) sets what it names; each keyword it leaves out falls back to libpq's
+//! variable (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`, …), then to
+//! psql's default. A password not given either way comes from the password file
+//! ([`crate::pgpass`]). The client library gets a `Config` built from these values with its
+//! setters, never a string put back together. The password never appears in any message.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 
+use crate::conninfo::{self, Conninfo};
 use crate::exit::{Exit, ExitStatus};
-use crate::tls::{self, SslMode, Tls};
+use crate::pgpass;
+use crate::tls::{self, Tls};
 
 /// Connection options, flattened into each binary's command line.
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// PostgreSQL connection URL, such as postgresql://loans:secret@localhost:5432/loans (a
-    /// key=value string works too). Without it, PGHOST, PGPORT, PGUSER, PGPASSWORD and PGDATABASE
-    /// are read the way psql reads them. TLS: ?sslmode=disable|prefer|require|verify-ca|verify-full
-    /// (default prefer, or PGSSLMODE) and ?sslrootcert=FILE|system (or PGSSLROOTCERT).
+    /// PostgreSQL connection string, as libpq reads it: a URL such as
+    /// postgresql://loans@db.example:5432/loans?sslmode=verify-full&sslrootcert=/etc/ca.pem, or
+    /// key=value words. What it leaves out comes from PGHOST, PGPORT, PGUSER, PGPASSWORD,
+    /// PGDATABASE, PGSSLMODE, PGSSLROOTCERT…, and a password from PGPASSFILE or ~/.pgpass.
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Seconds to wait for the server before giving up with status 69.
+    /// Seconds to wait for the server before giving up with status 69 (the string's
+    /// connect_timeout wins).
     #[arg(
         long,
         env = "PGCONNECT_TIMEOUT",
@@ -42,6 +48,8 @@ pub struct DbArgs {
 pub struct DbConfig {
     pub(crate) pg: postgres::Config,
     pub(crate) tls: Tls,
+    /// The password file the password came from, for libpq's hint when it is refused.
+    pub(crate) password_file: Option<PathBuf>,
     target: String,
 }
 
@@ -49,12 +57,13 @@ pub struct DbConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
-        "the database URL is not valid: {0} (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE, \
-         with ?name=value options, or libpq's key=value form)"
+        "the database URL is not valid: {0} (expected postgresql://USER@HOST:PORT/DATABASE with \
+         ?name=value options, or libpq's key=value form)"
     )]
     InvalidUrl(String),
-    #[error("PGPORT is not a port number: {0:?}")]
-    InvalidPort(String),
+    /// A value that parsed but cannot be used, such as a port that is not a number.
+    #[error("{0}")]
+    Invalid(String),
     #[error("TLS settings: {0}")]
     Tls(String),
     /// A setting of the source database (`loans-load --source-db`).
@@ -81,169 +90,372 @@ impl DbArgs {
         application_name: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<DbConfig, ConfigError> {
-        let var = |name: &str| env(name).filter(|value| !value.is_empty());
-        let mut url_tls = TlsOptions::default();
-        let mut pg = match &self.database_url {
-            Some(url) => {
-                let (url, options) = take_tls_options(url);
-                url_tls = options;
-                let mut pg = parse_url(&url)?;
-                // libpq also falls back to PGPASSWORD when the URL carries no password.
-                if pg.get_password().is_none() {
-                    if let Some(password) = var("PGPASSWORD") {
-                        pg.password(password);
-                    }
-                }
-                pg
-            }
-            None => from_libpq_env(&var)?,
+        let info = match &self.database_url {
+            Some(text) => conninfo::parse(text).map_err(ConfigError::InvalidUrl)?,
+            None => Conninfo::default(),
         };
-        if pg.get_connect_timeout().is_none() {
-            pg.connect_timeout(Duration::from_secs(self.connect_timeout));
+        let settings = Settings { info, env: &env };
+        settings.refuse_unsupported_variables()?;
+        let mut pg = postgres::Config::new();
+        let hosts = settings.hosts()?;
+        for host in &hosts {
+            pg.host(&host.host);
+            if let Some(addr) = host.addr {
+                pg.hostaddr(addr);
+            }
+            pg.port(host.port);
         }
-        if pg.get_application_name().is_none() {
-            pg.application_name(application_name);
+        let user = settings
+            .get("user")
+            .map(|v| v.text)
+            .or_else(|| settings.var("USER"))
+            .or_else(|| settings.var("LOGNAME"))
+            .unwrap_or_else(|| "postgres".to_owned());
+        let dbname = settings
+            .get("dbname")
+            .map_or_else(|| user.clone(), |v| v.text);
+        pg.user(&user);
+        pg.dbname(&dbname);
+        let mut password_file = None;
+        if let Some(password) = settings.get("password") {
+            pg.password(password.text);
+        } else if let Some((file, password)) =
+            settings.password_from_file(&hosts, &dbname, &user)?
+        {
+            pg.password(password);
+            password_file = Some(file);
         }
+        let timeout = match settings.get("connect_timeout") {
+            Some(value) => {
+                let seconds = value.integer()?;
+                if !(1..=3600).contains(&seconds) {
+                    return Err(value.invalid("is not from 1 to 3600 seconds"));
+                }
+                // libpq waits at least two seconds.
+                seconds.max(2).unsigned_abs().into()
+            }
+            None => self.connect_timeout,
+        };
+        pg.connect_timeout(Duration::from_secs(timeout));
+        let name = settings.get("application_name");
+        pg.application_name(name.as_ref().map_or(application_name, |v| v.text.as_str()));
+        if let Some(options) = settings.get("options") {
+            pg.options(&options.text);
+        }
+        settings.session_options(&mut pg)?;
         // Notices ("relation already exists, skipping") are detail, not news.
         pg.notice_callback(|notice| log::debug!("server notice: {}", notice.message()));
-        let tls = tls_settings(url_tls, &var)?;
+        // libpq never tries TLS over a Unix socket, whatever the mode.
+        let sockets_only = hosts
+            .iter()
+            .all(|host| host.addr.is_none() && host.host.starts_with('/'));
+        let tls = settings.tls(sockets_only)?;
         pg.ssl_mode(tls.wire_mode());
         let target = describe(&pg);
-        Ok(DbConfig { pg, tls, target })
+        Ok(DbConfig {
+            pg,
+            tls,
+            password_file,
+            target,
+        })
     }
 }
 
-/// `sslmode` and `sslrootcert` as written in a URL or key=value string.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct TlsOptions {
-    pub(crate) mode: Option<String>,
-    pub(crate) root_cert: Option<String>,
+/// One setting and where it came from, for messages.
+struct Value {
+    text: String,
+    /// `port` when the string set it, `PGPORT` when the variable did.
+    from: String,
 }
 
-/// The URL's TLS options win over PGSSLMODE and PGSSLROOTCERT, as in libpq.
-fn tls_settings(
-    options: TlsOptions,
-    var: &impl Fn(&str) -> Option<String>,
-) -> Result<Tls, ConfigError> {
-    let mode = match options.mode.or_else(|| var("PGSSLMODE")) {
-        Some(text) => SslMode::parse(&text).map_err(ConfigError::Tls)?,
-        None => SslMode::Prefer,
-    };
-    let root_cert = options.root_cert.or_else(|| var("PGSSLROOTCERT"));
-    let home = var("HOME").map(std::path::PathBuf::from);
-    tls::configure(mode, root_cert.as_deref(), home.as_deref()).map_err(ConfigError::Tls)
+impl Value {
+    /// "port \"x\" is not a port number"; never the value of a password.
+    fn invalid(&self, reason: &str) -> ConfigError {
+        ConfigError::Invalid(format!("{} {:?} {reason}", self.from, self.text))
+    }
+
+    /// An integer as libpq's `pqParseIntParam` reads it: white space around it allowed.
+    fn integer(&self) -> Result<i32, ConfigError> {
+        self.text
+            .trim_matches(|c: char| c.is_ascii_whitespace())
+            .parse()
+            .map_err(|_| self.invalid("is not an integer"))
+    }
+
+    fn seconds(&self) -> Result<Duration, ConfigError> {
+        let value = self.integer()?;
+        u64::try_from(value)
+            .map(Duration::from_secs)
+            .map_err(|_| self.invalid("is negative"))
+    }
 }
 
-/// Takes `sslmode` and `sslrootcert` out of a URL or key=value string: the client library knows
-/// only three of libpq's modes and no `sslrootcert`, so we read them ourselves. A string we cannot
-/// take apart is returned as it is, for the library to report.
-pub(crate) fn take_tls_options(url: &str) -> (String, TlsOptions) {
-    let mut options = TlsOptions::default();
-    let mut keep = |key: &str, value: String| match key {
-        "sslmode" => {
-            options.mode = Some(value);
-            false
-        }
-        "sslrootcert" => {
-            options.root_cert = Some(value);
-            false
-        }
-        _ => true,
-    };
-    let rest = if url.contains("://") {
-        let Some((base, query)) = url.split_once('?') else {
-            return (url.to_owned(), options);
-        };
-        let kept: Vec<&str> = query
-            .split('&')
-            .filter(|pair| {
-                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                keep(key, percent_decode(value))
-            })
-            .collect();
-        if kept.is_empty() {
-            base.to_owned()
+/// One host to try, in order.
+#[derive(Debug)]
+struct HostSpec {
+    /// The name (or socket folder) as given, else the hostaddr, else the default.
+    host: String,
+    addr: Option<IpAddr>,
+    port: u16,
+    /// The port as written (`5432` when none was), for the password file.
+    port_text: String,
+}
+
+/// The parsed string and the variables behind it.
+struct Settings<'a> {
+    info: Conninfo,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Settings<'_> {
+    /// The string's value for `keyword`, else its variable's (libpq's `conninfo_add_defaults`).
+    /// An empty value counts as not given for names, the password and files, as in libpq;
+    /// for a mode or a number libpq refuses it, so it is kept, to be refused.
+    fn get(&self, keyword: &str) -> Option<Value> {
+        let value = if let Some(text) = self.info.get(keyword) {
+            Value {
+                text: text.to_owned(),
+                from: keyword.to_owned(),
+            }
         } else {
-            format!("{base}?{}", kept.join("&"))
-        }
-    } else {
-        let Some(pairs) = key_value_pairs(url) else {
-            return (url.to_owned(), options);
+            let (_, var) = conninfo::SUPPORTED.iter().find(|(k, _)| *k == keyword)?;
+            let var = (*var)?;
+            Value {
+                text: (self.env)(var)?,
+                from: var.to_owned(),
+            }
         };
-        pairs
-            .into_iter()
-            .filter(|(key, value)| keep(key, value.clone()))
-            .map(|(key, value)| {
-                format!(
-                    "{key}='{}'",
-                    value.replace('\\', "\\\\").replace('\'', "\\'")
+        let strict = matches!(
+            keyword,
+            "sslmode"
+                | "target_session_attrs"
+                | "channel_binding"
+                | "connect_timeout"
+                | "keepalives"
+                | "keepalives_idle"
+                | "keepalives_interval"
+                | "keepalives_count"
+                | "tcp_user_timeout"
+        );
+        (strict || !value.text.is_empty()).then_some(value)
+    }
+
+    /// A variable, unless it is unset or empty.
+    fn var(&self, name: &str) -> Option<String> {
+        (self.env)(name).filter(|value| !value.is_empty())
+    }
+
+    /// A variable libpq would act on and we cannot: an error rather than a different
+    /// connection.
+    fn refuse_unsupported_variables(&self) -> Result<(), ConfigError> {
+        for (keyword, var) in conninfo::UNSUPPORTED {
+            if let Some(var) = var {
+                if self.var(var).is_some() {
+                    return Err(ConfigError::Invalid(format!(
+                        "{var} is set, but the connection option \"{keyword}\" is not supported \
+                         by these tools; unset it"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// libpq's `connectOptions2`: host, hostaddr and port lists, matched up.
+    fn hosts(&self) -> Result<Vec<HostSpec>, ConfigError> {
+        let list = |value: &Option<Value>| -> Vec<String> {
+            value
+                .as_ref()
+                .map(|v| v.text.split(',').map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        let (host, hostaddr, port) = (self.get("host"), self.get("hostaddr"), self.get("port"));
+        let (names, addrs, ports) = (list(&host), list(&hostaddr), list(&port));
+        let count = if addrs.is_empty() {
+            names.len().max(1)
+        } else {
+            addrs.len()
+        };
+        if !names.is_empty() && names.len() != count {
+            return Err(ConfigError::Invalid(format!(
+                "could not match {} host names to {count} hostaddr values",
+                names.len()
+            )));
+        }
+        if ports.len() > 1 && ports.len() != count {
+            return Err(ConfigError::Invalid(format!(
+                "could not match {} port numbers to {count} hosts",
+                ports.len()
+            )));
+        }
+        let mut hosts = Vec::with_capacity(count);
+        for i in 0..count {
+            let port_text = ports
+                .get(i)
+                .or(ports.first())
+                .filter(|p| !p.is_empty())
+                .cloned()
+                .unwrap_or_else(|| "5432".to_owned());
+            let port = parse_port(&port_text).ok_or_else(|| {
+                let from = port.as_ref().map_or("port", |v| v.from.as_str());
+                ConfigError::Invalid(format!("{from} is not a port number: {port_text:?}"))
+            })?;
+            let addr = match addrs.get(i).filter(|a| !a.is_empty()) {
+                Some(text) => Some(text.trim().parse::<IpAddr>().map_err(|_| {
+                    let from = hostaddr.as_ref().map_or("hostaddr", |v| v.from.as_str());
+                    ConfigError::Invalid(format!("{from} is not an IP address: {text:?}"))
+                })?),
+                None if !addrs.is_empty() => {
+                    return Err(ConfigError::Invalid(
+                        "hostaddr must give an address for every host, or be left out".to_owned(),
+                    ));
+                }
+                None => None,
+            };
+            // libpq matches the password file on the hostaddr as written when no host is given.
+            let host = match (names.get(i).filter(|n| !n.is_empty()), addrs.get(i)) {
+                (Some(name), _) => name.clone(),
+                (None, Some(text)) if addr.is_some() => text.trim().to_owned(),
+                _ => default_host(port).to_owned(),
+            };
+            hosts.push(HostSpec {
+                host,
+                addr,
+                port,
+                port_text,
+            });
+        }
+        Ok(hosts)
+    }
+
+    /// The password file's password for these hosts, when there is a file and a line. Several
+    /// hosts must come to one password: the client library sends the same to each.
+    fn password_from_file(
+        &self,
+        hosts: &[HostSpec],
+        dbname: &str,
+        user: &str,
+    ) -> Result<Option<(PathBuf, String)>, ConfigError> {
+        let file = match self.get("passfile") {
+            Some(value) => PathBuf::from(value.text),
+            None => match self.var("HOME") {
+                Some(home) => Path::new(&home).join(".pgpass"),
+                None => return Ok(None),
+            },
+        };
+        let found: Vec<Option<String>> = hosts
+            .iter()
+            .map(|host| {
+                let name = if DEFAULT_SOCKET_DIRS.contains(&host.host.as_str()) {
+                    "localhost"
+                } else {
+                    host.host.as_str()
+                };
+                pgpass::lookup(
+                    &file,
+                    pgpass::Key {
+                        host: name,
+                        port: &host.port_text,
+                        dbname,
+                        user,
+                    },
                 )
             })
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    (rest, options)
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
+            .collect();
+        match found.split_first() {
+            Some((first, rest)) if rest.iter().all(|other| other == first) => {
+                Ok(first.clone().map(|password| (file, password)))
             }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
+            _ => Err(ConfigError::Invalid(format!(
+                "the password file {} gives these hosts different passwords (or some none); \
+                 with several hosts, give the password another way",
+                file.display()
+            ))),
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+
+    /// target_session_attrs, channel_binding and the TCP keepalive settings.
+    fn session_options(&self, pg: &mut postgres::Config) -> Result<(), ConfigError> {
+        use postgres::config::{ChannelBinding, TargetSessionAttrs};
+        if let Some(value) = self.get("target_session_attrs") {
+            pg.target_session_attrs(match value.text.as_str() {
+                "any" => TargetSessionAttrs::Any,
+                "read-write" => TargetSessionAttrs::ReadWrite,
+                "read-only" => TargetSessionAttrs::ReadOnly,
+                "primary" | "standby" | "prefer-standby" => {
+                    return Err(value.invalid("is not supported; use any, read-write or read-only"));
+                }
+                _ => return Err(value.invalid("is not a valid value")),
+            });
+        }
+        if let Some(value) = self.get("channel_binding") {
+            pg.channel_binding(match value.text.as_str() {
+                "disable" => ChannelBinding::Disable,
+                "prefer" => ChannelBinding::Prefer,
+                "require" => ChannelBinding::Require,
+                _ => return Err(value.invalid("is not disable, prefer or require")),
+            });
+        }
+        if let Some(value) = self.get("keepalives") {
+            pg.keepalives(value.integer()? != 0);
+        }
+        if let Some(value) = self.get("keepalives_idle") {
+            pg.keepalives_idle(value.seconds()?);
+        }
+        if let Some(value) = self.get("keepalives_interval") {
+            pg.keepalives_interval(value.seconds()?);
+        }
+        if let Some(value) = self.get("keepalives_count") {
+            let count =
+                u32::try_from(value.integer()?).map_err(|_| value.invalid("is negative"))?;
+            pg.keepalives_retries(count);
+        }
+        if let Some(value) = self.get("tcp_user_timeout") {
+            let ms = u64::try_from(value.integer()?).map_err(|_| value.invalid("is negative"))?;
+            pg.tcp_user_timeout(Duration::from_millis(ms));
+        }
+        Ok(())
+    }
+
+    /// sslmode and sslrootcert, with libpq's fallbacks: PGSSLMODE, then the old PGREQUIRESSL.
+    /// Over sockets alone the mode is checked but no TLS is set up, as in libpq.
+    fn tls(&self, sockets_only: bool) -> Result<Tls, ConfigError> {
+        let mode = self.get("sslmode").map(|v| v.text).or_else(|| {
+            self.var("PGREQUIRESSL")
+                .filter(|v| v.starts_with('1'))
+                .map(|_| "require".to_owned())
+        });
+        let root_cert = self.get("sslrootcert").map(|v| v.text);
+        let mode =
+            tls::resolve_mode(mode.as_deref(), root_cert.as_deref()).map_err(ConfigError::Tls)?;
+        if sockets_only {
+            return Ok(Tls { mode, client: None });
+        }
+        let home = self.var("HOME").map(PathBuf::from);
+        tls::configure(mode, root_cert.as_deref(), home.as_deref()).map_err(ConfigError::Tls)
+    }
 }
 
-/// libpq's `key = value` form: values bare or in single quotes, with backslash escapes.
-fn key_value_pairs(text: &str) -> Option<Vec<(String, String)>> {
-    let mut pairs = vec![];
-    let mut chars = text.chars().peekable();
-    loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.peek().is_none() {
-            return Some(pairs);
+/// libpq's port check: an integer (white space around it allowed) from 1 to 65535.
+fn parse_port(text: &str) -> Option<u16> {
+    text.trim_matches(|c: char| c.is_ascii_whitespace())
+        .parse::<u16>()
+        .ok()
+        .filter(|port| *port != 0)
+}
+
+/// Where psql looks for the server's socket when no host is given: Debian's folder, then the
+/// upstream default. The password file calls either `localhost`.
+const DEFAULT_SOCKET_DIRS: [&str; 2] = ["/var/run/postgresql", "/tmp"];
+
+/// The first default folder holding the port's socket; TCP on localhost when neither does.
+fn default_host(port: u16) -> &'static str {
+    for dir in DEFAULT_SOCKET_DIRS {
+        if Path::new(dir).join(format!(".s.PGSQL.{port}")).exists() {
+            return dir;
         }
-        let mut key = String::new();
-        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
-            key.push(c);
-        }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        chars.next_if_eq(&'=')?;
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        let mut value = String::new();
-        if chars.next_if_eq(&'\'').is_some() {
-            loop {
-                match chars.next()? {
-                    '\'' => break,
-                    '\\' => value.push(chars.next()?),
-                    c => value.push(c),
-                }
-            }
-        } else {
-            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
-                if c == '\\' {
-                    value.push(chars.next()?);
-                } else {
-                    value.push(c);
-                }
-            }
-        }
-        pairs.push((key, value));
     }
+    "localhost"
 }
 
 impl DbConfig {
@@ -291,70 +503,6 @@ impl DbConfig {
             None => format!("postgresql://{user}@localhost:{port}/{db}"),
         }
     }
-}
-
-/// Parses a URL or key=value string, saying which part is wrong; the text itself is never
-/// repeated, since it may hold a password.
-fn parse_url(url: &str) -> Result<postgres::Config, ConfigError> {
-    if let Some((scheme, _)) = url.split_once("://") {
-        if !matches!(scheme, "postgres" | "postgresql") {
-            return Err(ConfigError::InvalidUrl(format!(
-                "the scheme is {scheme:?}; it must be postgresql or postgres"
-            )));
-        }
-    }
-    url.parse().map_err(|err: postgres::Error| {
-        // "invalid connection string: invalid value for option `port`": the second half names
-        // the part.
-        let text = crate::db::explain(&err);
-        let part = text
-            .strip_prefix("invalid connection string: ")
-            .unwrap_or(&text);
-        ConfigError::InvalidUrl(part.to_owned())
-    })
-}
-
-fn from_libpq_env(var: &impl Fn(&str) -> Option<String>) -> Result<postgres::Config, ConfigError> {
-    let mut pg = postgres::Config::new();
-    let port = match var("PGPORT") {
-        Some(text) => text
-            .trim()
-            .parse::<u16>()
-            .map_err(|_| ConfigError::InvalidPort(text))?,
-        None => 5432,
-    };
-    pg.port(port);
-    match var("PGHOST") {
-        Some(hosts) => {
-            for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-                pg.host(host);
-            }
-        }
-        None => {
-            pg.host(default_host(port));
-        }
-    }
-    let user = var("PGUSER")
-        .or_else(|| var("USER"))
-        .or_else(|| var("LOGNAME"))
-        .unwrap_or_else(|| "postgres".to_owned());
-    pg.dbname(var("PGDATABASE").as_deref().unwrap_or(&user));
-    pg.user(&user);
-    if let Some(password) = var("PGPASSWORD") {
-        pg.password(password);
-    }
-    Ok(pg)
-}
-
-/// psql's default on Debian is the socket in /var/run/postgresql; other builds use /tmp. Fall back
-/// to TCP on localhost when neither socket exists.
-fn default_host(port: u16) -> &'static str {
-    for dir in ["/var/run/postgresql", "/tmp"] {
-        if Path::new(dir).join(format!(".s.PGSQL.{port}")).exists() {
-            return dir;
-        }
-    }
-    "localhost"
 }
 
 /// `host:port`, with an IPv6 address in brackets.
@@ -417,11 +565,17 @@ mod tests {
         move |name| map.get(name).cloned()
     }
 
+    fn check(url: &str, vars: &[(&str, &str)]) -> Result<DbConfig, ConfigError> {
+        args(Some(url)).validate_with("t", env(vars))
+    }
+
     #[test]
     fn url_wins_and_target_hides_the_password() {
-        let cfg = args(Some("postgresql://loans:s3cret@db.example:6543/analytics"))
-            .validate_with("t", env(&[("PGHOST", "elsewhere"), ("PGPORT", "1")]))
-            .unwrap();
+        let cfg = check(
+            "postgresql://loans:s3cret@db.example:6543/analytics",
+            &[("PGHOST", "elsewhere"), ("PGPORT", "1"), ("PGUSER", "x")],
+        )
+        .unwrap();
         assert_eq!(
             cfg.target(),
             "db.example:6543 database analytics user loans"
@@ -434,21 +588,22 @@ mod tests {
     }
 
     #[test]
-    fn libpq_variables_are_read_when_no_url_is_given() {
-        let cfg = args(None)
-            .validate_with(
-                "t",
-                env(&[
-                    ("PGHOST", "pg.internal"),
-                    ("PGPORT", "5433"),
-                    ("PGUSER", "analyst"),
-                    ("PGPASSWORD", "pw"),
-                    ("PGDATABASE", "loans"),
-                ]),
-            )
-            .unwrap();
+    fn libpq_variables_fill_what_the_string_leaves_out() {
+        let vars = [
+            ("PGHOST", "pg.internal"),
+            ("PGPORT", "5433"),
+            ("PGUSER", "analyst"),
+            ("PGPASSWORD", "pw"),
+            ("PGDATABASE", "loans"),
+        ];
+        let cfg = args(None).validate_with("t", env(&vars)).unwrap();
         assert_eq!(cfg.target(), "pg.internal:5433 database loans user analyst");
         assert_eq!(cfg.pg.get_password(), Some(&b"pw"[..]));
+        // A URL naming only the database takes the rest from the variables, as psql does.
+        let cfg = check("postgresql:///other", &vars).unwrap();
+        assert_eq!(cfg.target(), "pg.internal:5433 database other user analyst");
+        let cfg = check("dbname=other port=7", &vars).unwrap();
+        assert_eq!(cfg.target(), "pg.internal:7 database other user analyst");
     }
 
     #[test]
@@ -461,9 +616,7 @@ mod tests {
 
     #[test]
     fn pgpassword_fills_a_url_without_password() {
-        let cfg = args(Some("postgresql://u@h/d"))
-            .validate_with("t", env(&[("PGPASSWORD", "fromenv")]))
-            .unwrap();
+        let cfg = check("postgresql://u@h/d", &[("PGPASSWORD", "fromenv")]).unwrap();
         assert_eq!(cfg.pg.get_password(), Some(&b"fromenv"[..]));
     }
 
@@ -476,37 +629,106 @@ mod tests {
     }
 
     #[test]
-    fn bad_settings_are_rejected_with_a_usage_status() {
+    fn several_hosts_hostaddr_and_ports_are_matched_up_as_libpq_does() {
+        let cfg = check("host=a,b port=6 user=u", &[]).unwrap();
+        assert_eq!(cfg.target(), "a:6,b:6 database u user u");
+        let cfg = check("postgresql://u@[::1]:7,b:8/d", &[]).unwrap();
+        assert_eq!(cfg.target(), "[::1]:7,b:8 database d user u");
+        let cfg = check("host=db.example hostaddr=127.0.0.1 user=u", &[]).unwrap();
+        assert_eq!(cfg.pg.get_hostaddrs(), [IpAddr::from([127, 0, 0, 1])]);
+        assert_eq!(cfg.target(), "db.example:5432 database u user u");
+        for (text, expected) in [
+            (
+                "host=a,b port=1,2,3",
+                "could not match 3 port numbers to 2 hosts",
+            ),
+            (
+                "host=a,b hostaddr=127.0.0.1",
+                "could not match 2 host names to 1 hostaddr values",
+            ),
+            ("host=a port=99999", "port is not a port number: \"99999\""),
+            ("host=a port=0", "port is not a port number: \"0\""),
+            (
+                "host=a hostaddr=db",
+                "hostaddr is not an IP address: \"db\"",
+            ),
+        ] {
+            let err = check(text, &[]).unwrap_err();
+            assert_eq!(err.to_string(), expected, "{text}");
+            assert_eq!(err.exit(), Exit::Usage);
+        }
         let err = args(None)
             .validate_with("t", env(&[("PGPORT", "fifty")]))
             .unwrap_err();
         assert_eq!(err.to_string(), "PGPORT is not a port number: \"fifty\"");
-        assert_eq!(err.exit(), Exit::Usage);
-        let err = args(Some("postgresql://h:notaport/d"))
-            .validate_with("t", env(&[]))
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("the database URL is not valid: invalid value for option `port` ("),
-            "{err}"
-        );
-        let err = args(Some("postgresql://u:s3cret@h/d?sslmod=require"))
-            .validate_with("t", env(&[]))
-            .unwrap_err();
-        assert!(err.to_string().contains("unknown option `sslmod`"), "{err}");
-        assert!(!err.to_string().contains("s3cret"), "{err}");
-        let err = args(Some("mysql://u@h/d"))
-            .validate_with("t", env(&[]))
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("the scheme is \"mysql\"; it must be postgresql or postgres"),
-            "{err}"
+    }
+
+    #[test]
+    fn bad_strings_are_rejected_with_a_usage_status_and_no_password() {
+        for (url, part) in [
+            (
+                "postgresql://u:s3cret@h/d?sslmod=require",
+                "invalid connection option \"sslmod\"",
+            ),
+            ("mysql://u:s3cret@h/d", "the scheme is \"mysql\""),
+            (
+                "postgresql://u:s3cret@h:x/d",
+                "port is not a port number: \"x\"",
+            ),
+            (
+                "postgresql://u:s3cret@h/d?sslcert=c.pem",
+                "\"sslcert\" is not supported",
+            ),
+            (
+                "postgresql://u:s3cret@h/d?connect_timeout=0",
+                "connect_timeout \"0\" is not from 1",
+            ),
+            (
+                "user=u password=s3cret target_session_attrs=standby",
+                "\"standby\" is not supported",
+            ),
+        ] {
+            let err = check(url, &[]).unwrap_err();
+            assert_eq!(err.exit(), Exit::Usage, "{url}");
+            assert!(err.to_string().contains(part), "{url}: {err}");
+            assert!(!err.to_string().contains("s3cret"), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_empty_mode_or_number_is_refused_as_psql_refuses_it() {
+        for (url, vars) in [
+            ("host=h sslmode=''", &[][..]),
+            ("host=h", &[("PGSSLMODE", "")]),
+            ("host=h connect_timeout=''", &[]),
+            ("postgresql://h?target_session_attrs=", &[]),
+            ("host=h keepalives=''", &[]),
+        ] {
+            assert!(check(url, vars).is_err(), "{url} {vars:?}");
+        }
+        // An empty name, port or password is as good as none; as libpq, an empty user in the
+        // string does not fall back to PGUSER but to the login name.
+        let cfg = check(
+            "host=h port='' user='' password=''",
+            &[("PGUSER", "ann"), ("USER", "bob")],
+        )
+        .unwrap();
+        assert_eq!(cfg.target(), "h:5432 database bob user bob");
+        assert_eq!(cfg.pg.get_password(), None);
+    }
+
+    #[test]
+    fn a_variable_for_an_unsupported_option_is_refused() {
+        let err = check("postgresql://h/d", &[("PGSSLCERT", "/c.pem")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "PGSSLCERT is set, but the connection option \"sslcert\" is not supported by these \
+             tools; unset it"
         );
     }
 
     #[test]
-    fn connect_timeout_applies_unless_the_url_sets_one() {
+    fn connect_timeout_applies_unless_the_string_sets_one() {
         let cfg = DbArgs {
             database_url: Some("postgresql://h/d".into()),
             connect_timeout: 9,
@@ -514,51 +736,42 @@ mod tests {
         .validate_with("t", env(&[]))
         .unwrap();
         assert_eq!(cfg.pg.get_connect_timeout(), Some(&Duration::from_secs(9)));
-        let cfg = args(Some("postgresql://h/d?connect_timeout=2"))
-            .validate_with("t", env(&[]))
-            .unwrap();
+        let cfg = check("postgresql://h/d?connect_timeout=3", &[]).unwrap();
+        assert_eq!(cfg.pg.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        // libpq waits two seconds at least.
+        let cfg = check("host=h connect_timeout=1", &[]).unwrap();
         assert_eq!(cfg.pg.get_connect_timeout(), Some(&Duration::from_secs(2)));
     }
 
     #[test]
-    fn tls_options_are_taken_out_of_both_forms() {
-        let (rest, options) = take_tls_options(
-            "postgresql://u:pw@h:5/d?sslmode=verify-full&application_name=x&sslrootcert=%2Fetc%2Fca.pem",
-        );
-        assert_eq!(rest, "postgresql://u:pw@h:5/d?application_name=x");
-        assert_eq!(options.mode.as_deref(), Some("verify-full"));
-        assert_eq!(options.root_cert.as_deref(), Some("/etc/ca.pem"));
-        let (rest, options) = take_tls_options("postgresql://h/d?sslmode=require");
-        assert_eq!(rest, "postgresql://h/d");
-        assert_eq!(options.mode.as_deref(), Some("require"));
-        let (rest, options) = take_tls_options(
-            r"host=h  password='it\'s \\ odd' sslrootcert = '/a b/ca.pem' sslmode=verify-ca",
-        );
-        assert_eq!(options.mode.as_deref(), Some("verify-ca"));
-        assert_eq!(options.root_cert.as_deref(), Some("/a b/ca.pem"));
-        // What is left still parses to the same password.
-        let pg: postgres::Config = rest.parse().unwrap();
-        assert_eq!(pg.get_password(), Some(&br"it's \ odd"[..]), "{rest}");
-    }
-
-    #[test]
-    fn the_url_sslmode_wins_over_pgsslmode_and_prefer_is_the_default() {
+    fn the_strings_sslmode_is_kept_whatever_its_spelling() {
+        use postgres::config::SslMode as Wire;
         let mode = |url: &str, vars: &[(&str, &str)]| {
-            args(Some(url))
-                .validate_with("t", env(vars))
-                .map(|cfg| cfg.tls.mode.to_string())
+            check(url, vars).map(|cfg| (cfg.tls.mode.to_string(), cfg.pg.get_ssl_mode()))
         };
-        assert_eq!(mode("postgresql://h/d", &[]).unwrap(), "prefer");
+        // Issue 16: both came out as prefer, so a server without TLS got a plaintext session.
+        for url in [
+            "postgresql://u:se?cret@h/d?sslmode=require",
+            "postgresql://u@h/d?ssl%6dode=require",
+            "postgresql://u@h/d?ssl=true",
+            "host=h sslmode=require",
+            "host=h requiressl=1",
+        ] {
+            assert_eq!(
+                mode(url, &[("PGSSLMODE", "disable")]).unwrap(),
+                ("require".to_owned(), Wire::Require),
+                "{url}"
+            );
+        }
+        assert_eq!(mode("postgresql://h/d", &[]).unwrap().0, "prefer");
         assert_eq!(
             mode("postgresql://h/d", &[("PGSSLMODE", "disable")]).unwrap(),
-            "disable"
+            ("disable".to_owned(), Wire::Disable)
         );
         assert_eq!(
-            mode(
-                "postgresql://h/d?sslmode=require",
-                &[("PGSSLMODE", "disable")]
-            )
-            .unwrap(),
+            mode("postgresql://h/d", &[("PGREQUIRESSL", "1")])
+                .unwrap()
+                .0,
             "require"
         );
         let err = mode("postgresql://u:s3cret@h/d?sslmode=always", &[]).unwrap_err();
@@ -574,5 +787,142 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/root.pem"), "{err}");
+    }
+
+    #[test]
+    fn no_tls_is_tried_over_sockets_as_in_libpq() {
+        let cfg = check("host=/run/pg user=u sslmode=verify-full", &[]).unwrap();
+        assert!(cfg.tls.client.is_none());
+        assert_eq!(cfg.pg.get_ssl_mode(), postgres::config::SslMode::Disable);
+        // The mode is still checked.
+        assert!(check("host=/run/pg user=u sslmode=always", &[]).is_err());
+        // A TCP host among them: TLS as asked.
+        let cfg = check("host=/run/pg,db user=u sslmode=require", &[]).unwrap();
+        assert_eq!(cfg.pg.get_ssl_mode(), postgres::config::SslMode::Require);
+        // A hostaddr is TCP, whatever the host says.
+        let cfg = check("host=/run/pg hostaddr=::1 user=u sslmode=require", &[]).unwrap();
+        assert_eq!(cfg.pg.get_ssl_mode(), postgres::config::SslMode::Require);
+    }
+
+    #[test]
+    fn sslrootcert_system_allows_verify_full_only() {
+        // From the string or the variables alike; the default mode becomes verify-full.
+        for (url, vars) in [
+            (
+                "postgresql://h/d?sslrootcert=system&sslmode=require",
+                &[][..],
+            ),
+            ("host=h sslrootcert=system sslmode=verify-ca", &[]),
+            (
+                "postgresql://h/d?sslrootcert=system",
+                &[("PGSSLMODE", "prefer")],
+            ),
+            (
+                "postgresql://h/d",
+                &[("PGSSLROOTCERT", "system"), ("PGSSLMODE", "require")],
+            ),
+        ] {
+            let err = check(url, vars).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("may not be used with sslrootcert=system"),
+                "{url}: {err}"
+            );
+        }
+        // Whether verify-full then starts depends on the machine's store holding a CA.
+        match check("postgresql://h/d?sslrootcert=system", &[]) {
+            Ok(cfg) => assert_eq!(cfg.tls.mode.to_string(), "verify-full"),
+            Err(err) => assert!(err.to_string().contains("system's trust store"), "{err}"),
+        }
+    }
+
+    #[test]
+    fn the_password_file_gives_a_password_only_when_none_is_given() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("loans-config-pgpass-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(".pgpass");
+        std::fs::write(
+            &file,
+            "db.example:5432:loans:loader:from-file\nlocalhost:5432:*:*:local\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let home = dir.to_str().unwrap();
+        let password = |url: &str, vars: &[(&str, &str)]| {
+            check(url, vars)
+                .unwrap()
+                .pg
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+        };
+        let url = "postgresql://loader@db.example/loans";
+        assert_eq!(
+            password(url, &[("HOME", home)]).as_deref(),
+            Some("from-file")
+        );
+        assert_eq!(
+            password(url, &[("PGPASSFILE", file.to_str().unwrap())]).as_deref(),
+            Some("from-file")
+        );
+        // The URL's password, then PGPASSWORD, come first.
+        assert_eq!(
+            password(
+                "postgresql://loader:url@db.example/loans",
+                &[("HOME", home)]
+            )
+            .as_deref(),
+            Some("url")
+        );
+        assert_eq!(
+            password(url, &[("HOME", home), ("PGPASSWORD", "env")]).as_deref(),
+            Some("env")
+        );
+        // Matched on host, port, database and user.
+        assert_eq!(
+            password(
+                "postgresql://loader@db.example:5433/loans",
+                &[("HOME", home)]
+            ),
+            None
+        );
+        assert_eq!(
+            password("postgresql://other@db.example/loans", &[("HOME", home)]),
+            None
+        );
+        assert_eq!(
+            password("host=localhost user=u", &[("HOME", home)]).as_deref(),
+            Some("local")
+        );
+        // Debian's default socket folder is "localhost" to the file, as in libpq.
+        assert_eq!(
+            password("host=/var/run/postgresql user=u", &[("HOME", home)]).as_deref(),
+            Some("local")
+        );
+        // Two hosts the file gives different passwords: refused, not guessed.
+        let err = check(
+            "host=db.example,localhost user=loader dbname=loans",
+            &[("HOME", home)],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("different passwords"), "{err}");
+        // Readable by others: ignored, as libpq does.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(password(url, &[("HOME", home)]), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn mutated_strings_never_panic_and_never_show_the_password() {
+        use crate::conninfo::tests::{Rng, mutated};
+        for seed in 1..=5_000u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let text = mutated(&mut rng);
+            let vars = [("HOME", "/nonexistent"), ("PGPASSWORD", "Env-S3cret")];
+            match check(&text, &vars) {
+                Ok(cfg) => assert!(!format!("{cfg:?}").contains("Env-S3cret"), "{text}"),
+                Err(err) => assert!(!err.to_string().contains("Env-S3cret"), "{text}: {err}"),
+            }
+        }
     }
 }

@@ -126,10 +126,19 @@ pub fn connect(config: &DbConfig) -> Result<Client, DbError> {
             limit.as_secs()
         ),
     })?;
-    connected.map_err(|err| DbError::Connect {
-        target: config.target().to_owned(),
+    connected.map_err(|err| {
         // rustls labels our verifier's worded refusals "other error"; the words say enough.
-        reason: explain(&err).replace("TLS handshake: other error: ", "TLS handshake: "),
+        let mut reason = explain(&err).replace("TLS handshake: other error: ", "TLS handshake: ");
+        // As libpq: a refused password that came from the password file says so.
+        if err.code() == Some(&postgres::error::SqlState::INVALID_PASSWORD) {
+            if let Some(file) = &config.password_file {
+                let _ = write!(reason, "; the password was read from {}", file.display());
+            }
+        }
+        DbError::Connect {
+            target: config.target().to_owned(),
+            reason,
+        }
     })
 }
 

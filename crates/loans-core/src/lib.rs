@@ -5,11 +5,13 @@
 
 pub mod checks;
 pub mod config;
+mod conninfo;
 pub mod db;
 pub mod exit;
 pub mod input;
 pub mod load;
 pub mod logging;
 pub mod migrations;
+mod pgpass;
 pub mod rollup;
 pub mod tls;

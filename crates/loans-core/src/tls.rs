@@ -13,7 +13,9 @@
 //! | verify-full | always | yes | yes |
 //!
 //! The root certificate is `sslrootcert` (a PEM file, or `system` for the machine's trust store),
-//! else libpq's default `~/.postgresql/root.crt` when that file exists.
+//! else libpq's default `~/.postgresql/root.crt` when that file exists. As in libpq 16 and later,
+//! `sslrootcert=system` makes `verify-full` the default and refuses every weaker mode: the public
+//! CAs sign certificates for anyone, so only the host name check makes them mean something.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -76,7 +78,26 @@ impl fmt::Display for SslMode {
     }
 }
 
-/// What the settings ask of the connection, checked and ready: `None` for `disable`.
+/// The mode to use: `mode` as given (the string's `sslmode`, else `PGSSLMODE`), else `prefer`, or
+/// `verify-full` with `sslrootcert=system`, which allows no other (libpq 16).
+pub(crate) fn resolve_mode(mode: Option<&str>, root_cert: Option<&str>) -> Result<SslMode, String> {
+    let system = root_cert == Some("system");
+    let mode = match mode {
+        Some(text) => SslMode::parse(text)?,
+        None if system => SslMode::VerifyFull,
+        None => SslMode::Prefer,
+    };
+    if system && mode != SslMode::VerifyFull {
+        return Err(format!(
+            "weak sslmode \"{mode}\" may not be used with sslrootcert=system (use \"verify-full\"): \
+             any public CA's certificate would pass without the host name check"
+        ));
+    }
+    Ok(mode)
+}
+
+/// What the settings ask of the connection, checked and ready: no client for `disable`, nor
+/// over Unix sockets alone (libpq tries no TLS there).
 #[derive(Debug, Clone)]
 pub(crate) struct Tls {
     pub(crate) mode: SslMode,
@@ -85,8 +106,12 @@ pub(crate) struct Tls {
 
 impl Tls {
     /// The client library's own mode: it knows only whether TLS is optional or required; the
-    /// checks of the verify modes are done by our certificate verifier.
+    /// checks of the verify modes are done by our certificate verifier. Without a client (for
+    /// `disable`, or a socket) no TLS is asked for.
     pub(crate) fn wire_mode(&self) -> postgres::config::SslMode {
+        if self.client.is_none() {
+            return postgres::config::SslMode::Disable;
+        }
         match self.mode {
             SslMode::Disable => postgres::config::SslMode::Disable,
             SslMode::Prefer => postgres::config::SslMode::Prefer,
@@ -324,6 +349,27 @@ mod tests {
                 .unwrap_err()
                 .contains("not one of disable, prefer")
         );
+    }
+
+    #[test]
+    fn the_system_store_means_verify_full_and_nothing_weaker() {
+        assert_eq!(resolve_mode(None, Some("system")), Ok(SslMode::VerifyFull));
+        assert_eq!(
+            resolve_mode(Some("verify-full"), Some("system")),
+            Ok(SslMode::VerifyFull)
+        );
+        for weak in ["disable", "prefer", "require", "verify-ca"] {
+            let err = resolve_mode(Some(weak), Some("system")).unwrap_err();
+            assert!(
+                err.starts_with(&format!(
+                    "weak sslmode \"{weak}\" may not be used with sslrootcert=system"
+                )),
+                "{err}"
+            );
+        }
+        // A file keeps libpq's default, prefer.
+        assert_eq!(resolve_mode(None, Some("/etc/ca.pem")), Ok(SslMode::Prefer));
+        assert_eq!(resolve_mode(None, None), Ok(SslMode::Prefer));
     }
 
     #[test]

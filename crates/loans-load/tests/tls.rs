@@ -3,10 +3,10 @@
 //! the test makes. The loader stands for all three tools: they connect through the same code.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
-use loans_testkit::cluster::Cluster;
+use loans_testkit::certs::{make_ca, make_server_cert, tls_cluster};
+use loans_testkit::cluster::{Cluster, scratch_dir};
 use loans_testkit::command::Cmd;
 
 const BIN: &str = env!("CARGO_BIN_EXE_loans-load");
@@ -17,135 +17,18 @@ struct Setup {
     certs: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl (Debian's openssl package, which postgresql depends on)");
-    assert!(
-        out.status.success(),
-        "openssl {}\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA (`name.crt`, `name.key`) of the test's own.
-fn make_ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=loans test {name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-        ],
-    );
-}
-
 fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
     SETUP.get_or_init(|| {
-        let mut certs = PathBuf::new();
-        let cluster = Cluster::private(|data| {
-            // Beside the data folder, so they go when the cluster's folder goes.
-            certs = data.parent().unwrap().join("certs");
-            std::fs::create_dir_all(&certs).unwrap();
-            make_certificates(&certs);
-            for file in ["server.crt", "server.key"] {
-                std::fs::copy(certs.join(file), data.join(file)).unwrap();
-            }
-            set_key_mode(&data.join("server.key"));
-            let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
-            conf.push_str(
-                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
-            );
-            std::fs::write(data.join("postgresql.conf"), conf).unwrap();
-            // The socket for the test's own admin connection; over TCP, TLS or nothing.
-            std::fs::write(
-                data.join("pg_hba.conf"),
-                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
-            )
-            .unwrap();
-        });
-        cluster
-            .admin()
-            .batch_execute("CREATE DATABASE loans")
-            .expect("create the database");
+        let certs = scratch_dir("tls-test");
+        // Two CAs, and a certificate for HOST signed by the first.
+        make_ca(&certs, "ca");
+        make_ca(&certs, "other-ca");
+        make_server_cert(&certs, "server", HOST, "ca", 2);
+        // The socket for the test's own admin connection; over TCP, TLS or nothing.
+        let cluster = tls_cluster(&certs, Some("server"), "hostssl all all 127.0.0.1/32 trust");
         Setup { cluster, certs }
     })
-}
-
-/// Two CAs, and a certificate for [`HOST`] signed by the first.
-fn make_certificates(certs: &Path) {
-    make_ca(certs, "ca");
-    make_ca(certs, "other-ca");
-    openssl(
-        certs,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            &format!("/CN={HOST}"),
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    std::fs::write(
-        certs.join("server.ext"),
-        format!(
-            "subjectAltName=DNS:{HOST}\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
-        ),
-    )
-    .unwrap();
-    openssl(
-        certs,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.crt",
-        ],
-    );
-}
-
-fn set_key_mode(key: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 fn url(host: &str, query: &str) -> String {

@@ -174,6 +174,14 @@ impl Cluster {
         self.own.as_ref().expect("a cluster the tests started").port
     }
 
+    /// What the server has logged so far (only for clusters the tests started).
+    pub fn server_log(&self) -> String {
+        self.own
+            .as_ref()
+            .expect("a cluster the tests started")
+            .log()
+    }
+
     /// A connection to the maintenance database as the superuser.
     pub fn admin(&self) -> postgres::Client {
         connect(&self.admin_url)
@@ -184,6 +192,13 @@ impl Cluster {
     pub fn connect_as(&self, user: &str, dbname: &str) -> postgres::Client {
         let own = self.own.as_ref().expect("a cluster the tests started");
         connect(&own.socket_conninfo(user, dbname))
+    }
+
+    /// libpq's key=value string for `user` and `dbname` through the server's local socket
+    /// (only for clusters the tests started).
+    pub fn socket_conninfo(&self, user: &str, dbname: &str) -> String {
+        let own = self.own.as_ref().expect("a cluster the tests started");
+        own.socket_conninfo(user, dbname)
     }
 
     fn start() -> Cluster {
@@ -428,6 +443,28 @@ fn postgres_ids() -> (u32, u32) {
             .unwrap_or_else(|_| panic!("running as root needs a `postgres` user to run the server"))
     };
     (id("-u"), id("-g"))
+}
+
+/// A new folder of this test process's own in the temporary folder, removed by a small watcher
+/// process once the test process has ended, however it ended.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("loans-{name}-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("create a scratch folder");
+    let script = format!(
+        "while [ -d /proc/{pid} ]; do sleep 0.5; done; rm -rf '{dir}'",
+        pid = std::process::id(),
+        dir = dir.display(),
+    );
+    // Deliberately not waited for: it must outlive this process.
+    #[allow(clippy::zombie_processes)]
+    let _watcher = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the scratch folder's cleanup watcher");
+    dir
 }
 
 /// A TCP port nobody listens on right now.

@@ -15,10 +15,18 @@ const DB_VARS: &[&str] = &[
     "PGUSER",
     "PGPASSWORD",
     "PGDATABASE",
+    "PGPASSFILE",
     "PGCONNECT_TIMEOUT",
+    "PGAPPNAME",
+    "PGOPTIONS",
     "PGSERVICE",
     "PGSSLMODE",
+    "PGREQUIRESSL",
     "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGTARGETSESSIONATTRS",
+    "PGCHANNELBINDING",
     "RUST_LOG",
     "LOANS_ROLLUP_KEEP",
     "LOANS_SOURCE_DB",
@@ -44,8 +52,8 @@ pub struct Output {
 }
 
 /// `program` as a `std::process::Command` with a clean database environment: no DATABASE_URL,
-/// PG* (TLS settings too), RUST_LOG, LOANS_ROLLUP_KEEP or LOANS_SOURCE_DB from the caller's
-/// shell. For children a test manages itself (to kill them, say); [`Cmd`] builds on it.
+/// PG* (TLS settings and the password file too), RUST_LOG, LOANS_ROLLUP_KEEP or LOANS_SOURCE_DB
+/// from the caller's shell. For children a test manages itself (to kill them, say); [`Cmd`] builds on it.
 pub fn isolated(program: impl AsRef<OsStr>) -> Command {
     let mut command = Command::new(program);
     for var in DB_VARS {

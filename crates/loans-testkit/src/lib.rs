@@ -3,6 +3,7 @@
 //! surprises us, and the deterministic generator of extracts for tests and benchmarks (the
 //! repository's `data/loans.csv` is the statement's real extract, not generated).
 
+pub mod certs;
 pub mod cluster;
 pub mod command;
 pub mod hostile_args;
