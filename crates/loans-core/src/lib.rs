@@ -9,6 +9,7 @@ pub mod db;
 pub mod exit;
 pub mod input;
 pub mod load;
+pub mod locks;
 pub mod logging;
 pub mod migrations;
 pub mod rollup;
