@@ -1,0 +1,130 @@
+//! `loans-verify` over table contents no tool would write: days outside the loader's range (an
+//! older database, from before V005's constraint), in `loans` and in a snapshot. It reports them
+//! as failed checks naming the day, and never panics.
+
+use loans_core::rollup::{Keep, RollupOptions, run};
+use loans_testkit::cluster::{TestDb, cluster};
+use loans_testkit::command::{Cmd, Output};
+use loans_testkit::repo_root;
+
+const BIN: &str = env!("CARGO_BIN_EXE_loans-verify");
+
+const BAD: &[&str] = &[
+    "300000-01-01",
+    "5874897-12-31",
+    "infinity",
+    "-infinity",
+    "4713-11-24 BC",
+    "10000-01-01",
+];
+
+fn verify(db: &TestDb) -> Cmd {
+    Cmd::new(BIN).arg("--database-url").arg(&db.url)
+}
+
+fn rollup(db: &TestDb) {
+    let db = loans_core::config::DbConfig::from_url(&db.url, "test").unwrap();
+    run(&RollupOptions {
+        db,
+        keep: Keep::Count(60),
+        full: false,
+    })
+    .unwrap();
+}
+
+fn sample_csv() -> String {
+    repo_root().join("data/loans.csv").display().to_string()
+}
+
+fn line<'a>(out: &'a Output, check: &str) -> &'a str {
+    out.stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(check))
+        .unwrap_or_else(|| panic!("no {check} line\n{out}"))
+}
+
+/// Every way of running the verifier, over the database as it is: each one fails (status 1),
+/// none panics. Returns the text report of the plain run.
+fn every_run_fails_without_a_panic(db: &TestDb, run_id: &str) -> Output {
+    let csv = sample_csv();
+    let runs: [&[&str]; 5] = [
+        &["--csv", &csv, "--no-gaps", "--max-age", "1h"],
+        &["--format", "json"],
+        &["--format", "prometheus"],
+        &["--run", run_id],
+        &[],
+    ];
+    let mut last = None;
+    for args in runs {
+        let out = verify(db).args(args).run();
+        assert!(
+            out.code != Some(101) && !out.stderr.contains("panicked"),
+            "{out}"
+        );
+        out.assert_code(1);
+        last = Some(out);
+    }
+    last.unwrap()
+}
+
+#[test]
+fn a_day_outside_the_range_in_loans_fails_the_loans_check_by_name() {
+    let db = cluster().fresh_db();
+    db.load(&std::fs::read_to_string(sample_csv()).unwrap());
+    rollup(&db);
+    db.execute("ALTER TABLE loans DROP CONSTRAINT IF EXISTS loans_date_in_loader_range");
+    for bad in BAD {
+        db.execute(&format!(
+            "UPDATE loans SET date_of_repayment = '{bad}' WHERE date_of_repayment = '2021-08-29'"
+        ));
+        let out = every_run_fails_without_a_panic(&db, "1");
+        let loans = line(&out, "loans");
+        assert!(loans.starts_with("FAIL "), "{out}");
+        assert!(
+            loans.contains(&format!("1 days outside 0001-01-01 to 9999-12-31: {bad}")),
+            "{out}"
+        );
+        // The gaps check still reports the gaps between the days it can count.
+        assert!(line(&out, "gaps").starts_with("INFO "), "{out}");
+        let out = verify(&db).args(["--csv", &sample_csv()]).expect(1);
+        assert!(line(&out, "csv").contains(bad), "{out}");
+        db.execute(&format!(
+            "UPDATE loans SET date_of_repayment = '2021-08-29' WHERE date_of_repayment = '{bad}'"
+        ));
+    }
+    verify(&db).expect(0);
+}
+
+#[test]
+fn a_day_outside_the_range_in_a_snapshot_fails_the_snapshot_check_by_name() {
+    let db = cluster().fresh_db();
+    db.load(&std::fs::read_to_string(sample_csv()).unwrap());
+    rollup(&db);
+    db.execute("UPDATE loans SET number_of_loans = number_of_loans + 1 WHERE date_of_repayment = '2021-08-29'");
+    rollup(&db);
+    for bad in BAD {
+        db.execute(&format!(
+            "INSERT INTO rollup_versions (date_of_repayment, valid_from, number_of_loans, defaults,
+                                          liquidations, rolling_window_days)
+             VALUES ('{bad}', 1, 1, 0, 0, 0)"
+        ));
+        // The newest snapshot, as it is and behind loans; the older one, with --run.
+        for behind in [false, true] {
+            if behind {
+                db.execute(
+                    "UPDATE loans SET defaults = defaults WHERE date_of_repayment = '2021-08-30'",
+                );
+            }
+            let out = every_run_fails_without_a_panic(&db, "1");
+            assert!(line(&out, "snapshot").starts_with("FAIL "), "{out}");
+            assert!(line(&out, "snapshot").contains(bad), "{out}");
+            let out = verify(&db).args(["--run", "1"]).expect(1);
+            assert!(line(&out, "snapshot").contains(bad), "{out}");
+        }
+        db.execute(&format!(
+            "DELETE FROM rollup_versions WHERE date_of_repayment = '{bad}'"
+        ));
+        rollup(&db);
+    }
+    verify(&db).expect(0);
+}
