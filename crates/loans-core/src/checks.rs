@@ -726,7 +726,8 @@ fn check_snapshot(tx: &mut Transaction<'_>, run: Option<i64>) -> Result<Check, D
     let found = tx
         .query_opt(
             "SELECT r.id,
-                    to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                    coalesce(to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                             r.created_at::text),
                     r.id = (SELECT max(id) FROM rollup_runs
                              WHERE status = 'succeeded' AND created_at IS NOT NULL)
                FROM rollup_runs AS r
@@ -830,7 +831,7 @@ fn compare_with_own_counts(
         .query_raw(
             "SELECT date_of_repayment, number_of_loans, defaults, liquidations,
                     liquidation_to_default_ratio::text, ratio_rolling_avg_7d::text,
-                    rolling_window_days, created_at
+                    rolling_window_days, created_at::text
                FROM default_liquidation_rolling_avg_hist
               WHERE run_id = $1 AND date_of_repayment BETWEEN '0001-01-01' AND '9999-12-31'
               ORDER BY date_of_repayment",
@@ -839,7 +840,9 @@ fn compare_with_own_counts(
         .map_err(DbError::query(context))?;
     let mut recompute = Recompute::default();
     let mut count = outside.len() as u64;
-    let mut stamp: Option<chrono::DateTime<chrono::Utc>> = None;
+    // As text, which any timestamp has (infinity too), and which is equal exactly when the
+    // times are.
+    let mut stamp: Option<String> = None;
     let mut last: Option<NaiveDate> = None;
     while let Some(r) = rows.next().map_err(DbError::query(context))? {
         let row = LoanRow {
@@ -854,8 +857,8 @@ fn compare_with_own_counts(
             continue;
         }
         last = Some(row.date);
-        let created_at: chrono::DateTime<chrono::Utc> = r.get(7);
-        if *stamp.get_or_insert(created_at) != created_at {
+        let created_at: String = r.get(7);
+        if *stamp.get_or_insert_with(|| created_at.clone()) != created_at {
             diff.add("with another created_at", row.date.to_string());
         }
         let expected = recompute.next(&row);
@@ -975,7 +978,7 @@ fn compare_with_loans(
                     l.number_of_loans, l.defaults, l.liquidations,
                     h.number_of_loans, h.defaults, h.liquidations,
                     h.liquidation_to_default_ratio::text, h.ratio_rolling_avg_7d::text,
-                    h.rolling_window_days, h.created_at
+                    h.rolling_window_days, h.created_at::text
                FROM (SELECT * FROM loans
                       WHERE date_of_repayment BETWEEN '0001-01-01' AND '9999-12-31') AS l
                FULL JOIN (SELECT * FROM default_liquidation_rolling_avg_hist
@@ -991,7 +994,9 @@ fn compare_with_loans(
         days: 0,
         snapshot_rows: outside.len() as u64,
     };
-    let mut stamp: Option<chrono::DateTime<chrono::Utc>> = None;
+    // As text, which any timestamp has (infinity too), and which is equal exactly when the
+    // times are.
+    let mut stamp: Option<String> = None;
     let mut last: Option<NaiveDate> = None;
     while let Some(r) = joined
         .next()
@@ -1015,8 +1020,8 @@ fn compare_with_loans(
         let written: Option<i32> = r.get(4);
         if written.is_some() {
             walk.snapshot_rows += 1;
-            let created_at: chrono::DateTime<chrono::Utc> = r.get(10);
-            if *stamp.get_or_insert(created_at) != created_at {
+            let created_at: String = r.get(10);
+            if *stamp.get_or_insert_with(|| created_at.clone()) != created_at {
                 diff.add("with another created_at", date.to_string());
             }
         }

@@ -379,3 +379,43 @@ fn an_analyst_delays_a_migration_only_for_a_bounded_wait_that_names_them() {
         .expect(0)
         .assert_stderr_has("applied migration V005__");
 }
+
+/// Arguments, and environment variables, for one run.
+type Hostile<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+
+#[test]
+fn hostile_history_arguments_and_environment_do_not_panic() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    for edit in [
+        "UPDATE rollup_runs SET created_at = 'infinity'",
+        "UPDATE rollup_runs SET started_at = '-infinity', finished_at = 'infinity'",
+        "INSERT INTO loans_changes VALUES ('-infinity', 'infinity', 'infinity')",
+        "INSERT INTO loans_changes VALUES ('5874897-12-31', '5874897-12-31', now())",
+        "INSERT INTO loans_changes VALUES ('4713-11-24 BC', '4713-11-24 BC', now())",
+        "UPDATE loan_loads SET as_of = 'infinity'",
+    ] {
+        db.execute(edit);
+        let out = rollup(&db).run();
+        assert_no_panic(&out);
+        out.assert_code(0);
+    }
+    let runs: [Hostile; 8] = [
+        (&["--keep", "9999999999999d"], &[]),
+        (&["--keep", "4294967295"], &[]),
+        (&["--keep", "18446744073709551615s"], &[]),
+        (&["--keep", "1s", "--full"], &[]),
+        (&[], &[("LOANS_ROLLUP_KEEP", "\u{1F4A5}")]),
+        (&[], &[("RUST_LOG", "\u{1}=;;trace=[")]),
+        (&[], &[("PGCONNECT_TIMEOUT", "99999999999999999999")]),
+        (&[], &[("PGAPPNAME", "x\u{7f}\u{1b}[31m")]),
+    ];
+    for (args, env) in runs {
+        let mut cmd = rollup(&db).args(args);
+        for (key, value) in env {
+            cmd = cmd.env(key, value);
+        }
+        assert_no_panic(&cmd.run());
+    }
+}

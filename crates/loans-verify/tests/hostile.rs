@@ -128,3 +128,67 @@ fn a_day_outside_the_range_in_a_snapshot_fails_the_snapshot_check_by_name() {
     }
     verify(&db).expect(0);
 }
+
+#[test]
+fn infinite_times_and_dates_in_the_history_tables_do_not_panic() {
+    let db = cluster().fresh_db();
+    db.load(&std::fs::read_to_string(sample_csv()).unwrap());
+    rollup(&db);
+    rollup(&db);
+    for edit in [
+        "UPDATE rollup_runs SET created_at = 'infinity' WHERE id = 2",
+        "UPDATE rollup_runs SET finished_at = 'infinity' WHERE id = 2",
+        "UPDATE rollup_runs SET finished_at = '-infinity', started_at = 'infinity' WHERE id = 2",
+        "UPDATE rollup_runs SET created_at = '-infinity' WHERE id = 1",
+        "UPDATE loan_loads SET as_of = 'infinity'",
+        "UPDATE loan_loads SET as_of = '-infinity'",
+        "UPDATE loans SET as_of = 'infinity', updated_at = '-infinity'",
+    ] {
+        db.execute(edit);
+        for args in [
+            &["--max-age", "5m"][..],
+            &["--format", "json"],
+            &["--format", "prometheus"],
+            &["--run", "1"],
+        ] {
+            let out = verify(&db).args(args).run();
+            assert!(
+                out.code != Some(101) && !out.stderr.contains("panicked"),
+                "after {edit}\n{out}"
+            );
+        }
+    }
+}
+
+/// Arguments, and environment variables, for one run.
+type Hostile<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+
+#[test]
+fn hostile_arguments_and_environment_do_not_panic() {
+    let db = cluster().fresh_db();
+    db.load(&std::fs::read_to_string(sample_csv()).unwrap());
+    rollup(&db);
+    let dir = std::env::temp_dir().display().to_string();
+    let runs: [Hostile; 9] = [
+        (&["--max-age", "9999999999999d"], &[]),
+        (&["--max-age", "18446744073709551615s"], &[]),
+        (&["--max-age", "0s"], &[]),
+        (&["--run", "9223372036854775807"], &[]),
+        (&["--run", "0"], &[]),
+        (&["--csv", "/dev/null"], &[]),
+        (&["--csv", &dir], &[]),
+        (&[], &[("RUST_LOG", "\u{1}=;;trace=[")]),
+        (&[], &[("PGCONNECT_TIMEOUT", "99999999999999999999")]),
+    ];
+    for (args, env) in runs {
+        let mut cmd = verify(&db).args(args);
+        for (key, value) in env {
+            cmd = cmd.env(key, value);
+        }
+        let out = cmd.run();
+        assert!(
+            out.code != Some(101) && !out.stderr.contains("panicked"),
+            "{out}"
+        );
+    }
+}
