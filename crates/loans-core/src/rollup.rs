@@ -92,6 +92,10 @@ SELECT run.id, (SELECT count(*) FROM abandoned) FROM run";
 /// statement and the client can hold (a logged day past 9999-12-24 recomputes to `infinity`, one
 /// before 0001-01-01 from `-infinity`), so a range that named such a day still works once the day
 /// is corrected. The two index probes of `loans` cost nothing when it has no such day.
+///
+/// Last, the change log's triggers that are not enabled ALWAYS (V005): a trigger disabled, or
+/// re-enabled with a plain `ENABLE TRIGGER` (as `pg_restore --disable-triggers` does), may have
+/// let changes through unlogged, so the run recomputes every day.
 const PLAN_SQL: &str = "\
 WITH taken AS (
     DELETE FROM loans_changes RETURNING first_day, last_day
@@ -119,7 +123,14 @@ SELECT (SELECT id FROM previous),
                   FROM loans
                  WHERE date_of_repayment < '0001-01-01' OR date_of_repayment > '9999-12-31'
                  ORDER BY 1
-                 LIMIT 5) AS outside)
+                 LIMIT 5) AS outside),
+       (SELECT string_agg(name || CASE WHEN t.tgenabled IS NULL THEN ' (missing)'
+                                       WHEN t.tgenabled = 'D' THEN ' (disabled)'
+                                       ELSE ' (not in replica mode)' END, ', ' ORDER BY name)
+          FROM unnest(ARRAY['loans_changes_insert', 'loans_changes_update',
+                            'loans_changes_delete', 'loans_changes_truncate']) AS name
+          LEFT JOIN pg_trigger AS t ON t.tgrelid = 'loans'::regclass AND t.tgname = name
+         WHERE t.tgenabled IS DISTINCT FROM 'A')
   FROM logged";
 
 /// Recomputes the days from `$1` to `$2` with the definition and stores the differences for run
@@ -329,6 +340,8 @@ pub enum FullReason {
     FirstRun,
     DefinitionChanged,
     Asked,
+    /// A change-log trigger is missing, disabled, or not enabled ALWAYS.
+    LogIncomplete,
 }
 
 /// A finished run, as its one log line tells it.
@@ -385,6 +398,7 @@ impl fmt::Display for RunReport {
                     FullReason::FirstRun => "first run",
                     FullReason::DefinitionChanged => "the rollup definition changed",
                     FullReason::Asked => "--full",
+                    FullReason::LogIncomplete => "the change log may be incomplete",
                 },
                 self.rows_written,
                 self.rows_ended
@@ -567,6 +581,8 @@ struct Plan {
     first: Option<Date<NaiveDate>>,
     last: Option<Date<NaiveDate>>,
     outside: Option<String>,
+    /// The change-log triggers not enabled ALWAYS, with why.
+    triggers: Option<String>,
 }
 
 impl Plan {
@@ -579,6 +595,7 @@ impl Plan {
             first: row.try_get(2)?,
             last: row.try_get(3)?,
             outside: row.try_get(4)?,
+            triggers: row.try_get(5)?,
         })
     }
 }
@@ -611,6 +628,13 @@ fn work(
         Work::Full(FullReason::DefinitionChanged)
     } else if options.full {
         Work::Full(FullReason::Asked)
+    } else if let Some(triggers) = &plan.triggers {
+        log::warn!(
+            "the change log's triggers on loans are not all enabled always: {triggers}; changes \
+             may have gone unlogged, so this run recomputes every day, as will every run until \
+             the owner runs ALTER TABLE loans ENABLE ALWAYS TRIGGER for each"
+        );
+        Work::Full(FullReason::LogIncomplete)
     } else if let Some((from, to)) = changed {
         Work::Range { from, to }
     } else {

@@ -419,3 +419,32 @@ fn hostile_history_arguments_and_environment_do_not_panic() {
         assert_no_panic(&cmd.run());
     }
 }
+
+#[test]
+fn a_change_log_trigger_not_enabled_always_makes_every_run_recompute_every_day() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    // What a data-only pg_restore --disable-triggers leaves: the change made unlogged, and the
+    // trigger enabled again the plain way, which does not fire in replica mode.
+    db.execute(&format!(
+        "ALTER TABLE loans DISABLE TRIGGER loans_changes_update;
+         UPDATE loans SET number_of_loans = 424242 WHERE date_of_repayment = '{DAY}';
+         ALTER TABLE loans ENABLE TRIGGER loans_changes_update;"
+    ));
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM loans_changes"),
+        Some("0".into())
+    );
+    for _ in 0..2 {
+        rollup(&db)
+            .expect(0)
+            .assert_stderr_has("loans_changes_update (not in replica mode)")
+            .assert_stderr_has("full recompute (the change log may be incomplete)");
+    }
+    assert_eq!(snapshot_loans(&db, DAY), Some("424242".into()));
+    db.execute("ALTER TABLE loans ENABLE ALWAYS TRIGGER loans_changes_update");
+    rollup(&db)
+        .expect(0)
+        .assert_stderr_has("no change since run");
+}
