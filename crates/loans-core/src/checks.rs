@@ -28,6 +28,19 @@ use crate::migrations;
 /// Relative tolerance when comparing the snapshot's numerics with the recomputation.
 pub const TOLERANCE: f64 = 1e-9;
 
+/// The longest a check waits for a lock on a table before the run gives up, naming who holds it.
+pub const LOCK_TIMEOUT: &str = "10s";
+
+/// The tables the checks read, whose holders a lock timeout names.
+const TABLES: &[&str] = &[
+    "schema_migrations",
+    "loans",
+    "loans_changes",
+    "loan_loads",
+    "rollup_runs",
+    "rollup_versions",
+];
+
 /// Differences named in a check's details before the rest are only counted.
 const NAMED: usize = 5;
 
@@ -263,6 +276,9 @@ pub enum VerifyError {
     /// The file given with `--csv` cannot be opened or read.
     #[error(transparent)]
     Input(#[from] input::InputError),
+    /// A check waited [`LOCK_TIMEOUT`] for a lock (someone's `LOCK TABLE`, a migration).
+    #[error("{source}: gave up after waiting {LOCK_TIMEOUT} for a lock: {holders}")]
+    LockTimeout { source: DbError, holders: String },
 }
 
 impl ExitStatus for VerifyError {
@@ -270,6 +286,7 @@ impl ExitStatus for VerifyError {
         match self {
             VerifyError::Db(err) => err.exit(),
             VerifyError::Input(err) => err.exit(),
+            VerifyError::LockTimeout { .. } => Exit::TempFail,
         }
     }
 }
@@ -307,8 +324,31 @@ pub fn verify(options: &VerifyOptions) -> Result<Report, VerifyError> {
         },
         None => None,
     };
-    let mut client = db::connect(&options.db)?;
-    let mut checks = vec![check_schema(&mut client)?];
+    let mut db = options.db.clone();
+    db.set_server_option("lock_timeout", LOCK_TIMEOUT);
+    let mut client = db::connect(&db)?;
+    match run_checks(&mut client, options, csv) {
+        // The transaction is over: say who held what a check waited for.
+        Err(VerifyError::Db(DbError::Query { context, source }))
+            if crate::locks::is_lock_timeout(&source) =>
+        {
+            let holders = crate::locks::holders(&mut client, TABLES);
+            Err(VerifyError::LockTimeout {
+                source: DbError::Query { context, source },
+                holders,
+            })
+        }
+        other => other,
+    }
+}
+
+/// The checks, on one connection: the schema, then the rest in one read-only transaction.
+fn run_checks(
+    client: &mut postgres::Client,
+    options: &VerifyOptions,
+    csv: Option<(&Source, Result<Vec<LoanRow>, input::InputError>)>,
+) -> Result<Report, VerifyError> {
+    let mut checks = vec![check_schema(client)?];
     let schema_ok = checks[0].status == Status::Pass;
     let mut tx = client
         .build_transaction()

@@ -192,3 +192,25 @@ fn hostile_arguments_and_environment_do_not_panic() {
         );
     }
 }
+
+#[test]
+fn a_lock_in_the_way_ends_the_run_after_a_bounded_wait_naming_its_holder() {
+    let db = cluster().fresh_db();
+    db.load(&std::fs::read_to_string(sample_csv()).unwrap());
+    rollup(&db);
+    let mut holder =
+        loans_testkit::cluster::connect(&format!("{}?application_name=holder", db.url));
+    let mut tx = holder.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE loans IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let pid: i32 = tx.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let out = verify(&db).expect(75);
+    assert!(out.elapsed < std::time::Duration::from_secs(30), "{out}");
+    out.assert_stderr_has("gave up after waiting 10s for a lock")
+        .assert_stderr_has(&format!(
+            "pid {pid} (user postgres, application holder, in a transaction since "
+        ))
+        .assert_stderr_has("AccessExclusiveLock on loans");
+    tx.rollback().unwrap();
+    verify(&db).expect(0);
+}
