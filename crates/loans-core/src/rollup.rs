@@ -126,6 +126,7 @@ SELECT (SELECT id FROM previous),
                  LIMIT 5) AS outside),
        (SELECT string_agg(name || CASE WHEN t.tgenabled IS NULL THEN ' (missing)'
                                        WHEN t.tgenabled = 'D' THEN ' (disabled)'
+                                       WHEN t.tgenabled = 'R' THEN ' (only in replica mode)'
                                        ELSE ' (not in replica mode)' END, ', ' ORDER BY name)
           FROM unnest(ARRAY['loans_changes_insert', 'loans_changes_update',
                             'loans_changes_delete', 'loans_changes_truncate']) AS name
