@@ -448,3 +448,29 @@ fn a_change_log_trigger_not_enabled_always_makes_every_run_recompute_every_day()
         .expect(0)
         .assert_stderr_has("no change since run");
 }
+
+#[test]
+fn the_reader_reads_the_projects_tables_only_not_another_applications() {
+    let db = cluster().fresh_db();
+    database_at_v004(&db);
+    // Another application's tables in the same schema: one from before the upgrade (V004's
+    // default privileges granted it to the reader), one from after.
+    db.execute("CREATE TABLE other_app_before (secret text)");
+    rollup(&db).expect(0);
+    db.execute("CREATE TABLE other_app_after (secret text)");
+    let (_, url) = analyst(&db);
+    let mut a = loans_testkit::cluster::connect(&url);
+    for table in ["other_app_before", "other_app_after"] {
+        let err = a
+            .batch_execute(&format!("SELECT * FROM {table}"))
+            .expect_err(&format!("the reader reads {table}"));
+        assert_eq!(sqlstate(&err), "42501", "{table}: {err}");
+    }
+    for relation in db.rows(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v') AND c.relname NOT LIKE 'other_app%'",
+    ) {
+        a.batch_execute(&format!("SELECT * FROM {relation} LIMIT 1"))
+            .unwrap_or_else(|e| panic!("the reader cannot read {relation}: {e}"));
+    }
+}
