@@ -28,8 +28,27 @@ use crate::migrations;
 /// Relative tolerance when comparing the snapshot's numerics with the recomputation.
 pub const TOLERANCE: f64 = 1e-9;
 
+/// The longest a check waits for a lock on a table before the run gives up, naming who holds it.
+pub const LOCK_TIMEOUT: &str = "10s";
+
+/// The tables the checks read, whose holders a lock timeout names.
+const TABLES: &[&str] = &[
+    "schema_migrations",
+    "loans",
+    "loans_changes",
+    "loan_loads",
+    "rollup_runs",
+    "rollup_versions",
+];
+
 /// Differences named in a check's details before the rest are only counted.
 const NAMED: usize = 5;
+
+/// The days the loader accepts and V005's constraint keeps `loans` to. An older database may hold
+/// others (infinity, year 300000), which no recomputation can place: they are reported by name,
+/// and the walks, the gaps and the comparisons leave them out, so nothing here reads a date the
+/// client cannot hold.
+const OUTSIDE: &str = "outside 0001-01-01 to 9999-12-31";
 
 /// What to check.
 #[derive(Debug, Clone)]
@@ -257,6 +276,9 @@ pub enum VerifyError {
     /// The file given with `--csv` cannot be opened or read.
     #[error(transparent)]
     Input(#[from] input::InputError),
+    /// A check waited [`LOCK_TIMEOUT`] for a lock (someone's `LOCK TABLE`, a migration).
+    #[error("{source}: gave up after waiting {LOCK_TIMEOUT} for a lock: {holders}")]
+    LockTimeout { source: DbError, holders: String },
 }
 
 impl ExitStatus for VerifyError {
@@ -264,6 +286,7 @@ impl ExitStatus for VerifyError {
         match self {
             VerifyError::Db(err) => err.exit(),
             VerifyError::Input(err) => err.exit(),
+            VerifyError::LockTimeout { .. } => Exit::TempFail,
         }
     }
 }
@@ -301,8 +324,31 @@ pub fn verify(options: &VerifyOptions) -> Result<Report, VerifyError> {
         },
         None => None,
     };
-    let mut client = db::connect(&options.db)?;
-    let mut checks = vec![check_schema(&mut client)?];
+    let mut db = options.db.clone();
+    db.set_server_option("lock_timeout", LOCK_TIMEOUT);
+    let mut client = db::connect(&db)?;
+    match run_checks(&mut client, options, csv) {
+        // The transaction is over: say who held what a check waited for.
+        Err(VerifyError::Db(DbError::Query { context, source }))
+            if crate::locks::is_lock_timeout(&source) =>
+        {
+            let holders = crate::locks::holders(&mut client, TABLES);
+            Err(VerifyError::LockTimeout {
+                source: DbError::Query { context, source },
+                holders,
+            })
+        }
+        other => other,
+    }
+}
+
+/// The checks, on one connection: the schema, then the rest in one read-only transaction.
+fn run_checks(
+    client: &mut postgres::Client,
+    options: &VerifyOptions,
+    csv: Option<(&Source, Result<Vec<LoanRow>, input::InputError>)>,
+) -> Result<Report, VerifyError> {
+    let mut checks = vec![check_schema(client)?];
     let schema_ok = checks[0].status == Status::Pass;
     let mut tx = client
         .build_transaction()
@@ -406,7 +452,10 @@ fn check_loans(tx: &mut Transaction<'_>) -> Result<Check, DbError> {
                     count(*) FILTER (WHERE number_of_loans < 0 OR defaults < 0 OR liquidations < 0),
                     count(*) FILTER (WHERE defaults::bigint + liquidations > number_of_loans),
                     min(date_of_repayment)::text,
-                    max(date_of_repayment)::text
+                    max(date_of_repayment)::text,
+                    count(*) FILTER (WHERE NOT date_of_repayment BETWEEN '0001-01-01' AND '9999-12-31'),
+                    (array_agg(date_of_repayment::text ORDER BY date_of_repayment)
+                        FILTER (WHERE NOT date_of_repayment BETWEEN '0001-01-01' AND '9999-12-31'))[1:5]
                FROM loans",
             &[],
         )
@@ -431,6 +480,16 @@ fn check_loans(tx: &mut Transaction<'_>) -> Result<Check, DbError> {
     if dates != rows {
         problems.push(format!("{} rows share a date with another", rows - dates));
     }
+    let outside: i64 = row.get(7);
+    if outside > 0 {
+        let named: Vec<String> = row.get(8);
+        let mut diff = Differences::default();
+        for day in named {
+            diff.add(OUTSIDE, day);
+        }
+        diff.kinds[0].1 = outside.unsigned_abs();
+        problems.push(diff.to_string());
+    }
     Ok(if problems.is_empty() {
         let (first, last): (String, String) = (row.get(5), row.get(6));
         Check::new(
@@ -449,7 +508,8 @@ fn check_gaps(tx: &mut Transaction<'_>, no_gaps: bool) -> Result<Check, DbError>
             "SELECT (prev + 1)::text, (date_of_repayment - 1)::text, date_of_repayment - prev - 1
                FROM (SELECT date_of_repayment,
                             lag(date_of_repayment) OVER (ORDER BY date_of_repayment) AS prev
-                       FROM loans) AS s
+                       FROM loans
+                      WHERE date_of_repayment BETWEEN '0001-01-01' AND '9999-12-31') AS s
               WHERE date_of_repayment - prev > 1
               ORDER BY date_of_repayment",
             &[],
@@ -513,14 +573,21 @@ fn check_csv(
             ));
         }
     };
+    let outside = loans_days_outside(tx)?;
     let mut table = tx
         .query_raw(
             "SELECT date_of_repayment, number_of_loans, defaults, liquidations
-               FROM loans ORDER BY date_of_repayment",
+               FROM loans
+              WHERE date_of_repayment BETWEEN '0001-01-01' AND '9999-12-31'
+              ORDER BY date_of_repayment",
             std::iter::empty::<i32>(),
         )
         .map_err(DbError::query("reading loans"))?;
     let mut diff = Differences::default();
+    // No file holds a day outside the loader's range.
+    for day in outside {
+        diff.add("in loans but not in the file", day);
+    }
     let mut file_rows = file.iter().peekable();
     let mut next_table = || -> Result<Option<LoanRow>, DbError> {
         Ok(table
@@ -699,7 +766,8 @@ fn check_snapshot(tx: &mut Transaction<'_>, run: Option<i64>) -> Result<Check, D
     let found = tx
         .query_opt(
             "SELECT r.id,
-                    to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                    coalesce(to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                             r.created_at::text),
                     r.id = (SELECT max(id) FROM rollup_runs
                              WHERE status = 'succeeded' AND created_at IS NOT NULL)
                FROM rollup_runs AS r
@@ -763,7 +831,7 @@ fn check_snapshot(tx: &mut Transaction<'_>, run: Option<i64>) -> Result<Check, D
             "with other counts than loans, outside the changes logged since the run",
             format!(
                 "{} (and {} more)",
-                first.map_or_else(String::new, |d| d.to_string()),
+                first.unwrap_or_default(),
                 unexplained - 1
             ),
         );
@@ -795,20 +863,26 @@ fn compare_with_own_counts(
     diff: &mut Differences,
 ) -> Result<u64, DbError> {
     let context = "reading the snapshot";
+    let outside = snapshot_days_outside(tx, run_id)?;
+    for day in &outside {
+        diff.add(OUTSIDE, day.clone());
+    }
     let mut rows = tx
         .query_raw(
             "SELECT date_of_repayment, number_of_loans, defaults, liquidations,
                     liquidation_to_default_ratio::text, ratio_rolling_avg_7d::text,
-                    rolling_window_days, created_at
+                    rolling_window_days, created_at::text
                FROM default_liquidation_rolling_avg_hist
-              WHERE run_id = $1
+              WHERE run_id = $1 AND date_of_repayment BETWEEN '0001-01-01' AND '9999-12-31'
               ORDER BY date_of_repayment",
             [&run_id],
         )
         .map_err(DbError::query(context))?;
     let mut recompute = Recompute::default();
-    let mut count = 0u64;
-    let mut stamp: Option<chrono::DateTime<chrono::Utc>> = None;
+    let mut count = outside.len() as u64;
+    // As text, which any timestamp has (infinity too), and which is equal exactly when the
+    // times are.
+    let mut stamp: Option<String> = None;
     let mut last: Option<NaiveDate> = None;
     while let Some(r) = rows.next().map_err(DbError::query(context))? {
         let row = LoanRow {
@@ -823,8 +897,8 @@ fn compare_with_own_counts(
             continue;
         }
         last = Some(row.date);
-        let created_at: chrono::DateTime<chrono::Utc> = r.get(7);
-        if *stamp.get_or_insert(created_at) != created_at {
+        let created_at: String = r.get(7);
+        if *stamp.get_or_insert_with(|| created_at.clone()) != created_at {
             diff.add("with another created_at", row.date.to_string());
         }
         let expected = recompute.next(&row);
@@ -838,10 +912,10 @@ fn compare_with_own_counts(
 fn days_changed_since(
     tx: &mut Transaction<'_>,
     run_id: i64,
-) -> Result<(i64, i64, Option<NaiveDate>), DbError> {
+) -> Result<(i64, i64, Option<String>), DbError> {
     let row = tx
         .query_one(
-            "SELECT count(*), count(*) FILTER (WHERE NOT covered), min(date_of_repayment) FILTER (WHERE NOT covered)
+            "SELECT count(*), count(*) FILTER (WHERE NOT covered), (min(date_of_repayment) FILTER (WHERE NOT covered))::text
                FROM (SELECT date_of_repayment,
                             EXISTS (SELECT 1 FROM loans_changes AS c
                                      WHERE date_of_repayment BETWEEN c.first_day AND c.last_day) AS covered
@@ -854,6 +928,38 @@ fn days_changed_since(
         )
         .map_err(DbError::query("comparing the snapshot's counts with loans"))?;
     Ok((row.get(0), row.get(1), row.get(2)))
+}
+
+/// The days of `loans` outside the loader's range, as text, in order.
+fn loans_days_outside(tx: &mut Transaction<'_>) -> Result<Vec<String>, DbError> {
+    let rows = tx
+        .query(
+            "SELECT date_of_repayment::text
+               FROM loans
+              WHERE date_of_repayment < '0001-01-01' OR date_of_repayment > '9999-12-31'
+              ORDER BY date_of_repayment",
+            &[],
+        )
+        .map_err(DbError::query("looking for days of loans out of range"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The days of snapshot `run_id` outside the loader's range, as text, in order; two probes of
+/// the versions' primary key.
+fn snapshot_days_outside(tx: &mut Transaction<'_>, run_id: i64) -> Result<Vec<String>, DbError> {
+    let rows = tx
+        .query(
+            "SELECT date_of_repayment::text
+               FROM rollup_versions
+              WHERE (date_of_repayment < '0001-01-01' OR date_of_repayment > '9999-12-31')
+                AND valid_from <= $1 AND (valid_to IS NULL OR valid_to > $1)
+              ORDER BY date_of_repayment",
+            &[&run_id],
+        )
+        .map_err(DbError::query(
+            "looking for days of the snapshot out of range",
+        ))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Compares a snapshot row's ratio, mean and window (columns `first`, `first + 1`, `first + 2`,
@@ -901,15 +1007,23 @@ fn compare_with_loans(
     run_id: i64,
     diff: &mut Differences,
 ) -> Result<Walk, DbError> {
+    // The loans check names the days of loans out of range; the snapshot's are named here.
+    let outside = snapshot_days_outside(tx, run_id)?;
+    for day in &outside {
+        diff.add(OUTSIDE, day.clone());
+    }
     let mut joined = tx
         .query_raw(
             "SELECT date_of_repayment,
                     l.number_of_loans, l.defaults, l.liquidations,
                     h.number_of_loans, h.defaults, h.liquidations,
                     h.liquidation_to_default_ratio::text, h.ratio_rolling_avg_7d::text,
-                    h.rolling_window_days, h.created_at
-               FROM loans AS l
-               FULL JOIN (SELECT * FROM default_liquidation_rolling_avg_hist WHERE run_id = $1) AS h
+                    h.rolling_window_days, h.created_at::text
+               FROM (SELECT * FROM loans
+                      WHERE date_of_repayment BETWEEN '0001-01-01' AND '9999-12-31') AS l
+               FULL JOIN (SELECT * FROM default_liquidation_rolling_avg_hist
+                           WHERE run_id = $1
+                             AND date_of_repayment BETWEEN '0001-01-01' AND '9999-12-31') AS h
                          USING (date_of_repayment)
               ORDER BY date_of_repayment",
             [&run_id],
@@ -918,9 +1032,11 @@ fn compare_with_loans(
     let mut recompute = Recompute::default();
     let mut walk = Walk {
         days: 0,
-        snapshot_rows: 0,
+        snapshot_rows: outside.len() as u64,
     };
-    let mut stamp: Option<chrono::DateTime<chrono::Utc>> = None;
+    // As text, which any timestamp has (infinity too), and which is equal exactly when the
+    // times are.
+    let mut stamp: Option<String> = None;
     let mut last: Option<NaiveDate> = None;
     while let Some(r) = joined
         .next()
@@ -944,8 +1060,8 @@ fn compare_with_loans(
         let written: Option<i32> = r.get(4);
         if written.is_some() {
             walk.snapshot_rows += 1;
-            let created_at: chrono::DateTime<chrono::Utc> = r.get(10);
-            if *stamp.get_or_insert(created_at) != created_at {
+            let created_at: String = r.get(10);
+            if *stamp.get_or_insert_with(|| created_at.clone()) != created_at {
                 diff.add("with another created_at", date.to_string());
             }
         }

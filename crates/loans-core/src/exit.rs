@@ -49,7 +49,8 @@ Exit status:
   66  the input file cannot be opened or read
   69  the database is unavailable (connection refused, timed out, closed)
   70  internal or database error (a failed statement, a changed migration)
-  75  another run holds the lock; try again later (loans-rollup)";
+  75  another run holds the lock, or a lock wait ran out (the message names who holds it);
+      try again later";
 
 /// Anything that can end a run: it knows the status to exit with.
 pub trait ExitStatus {

@@ -10,6 +10,7 @@ pub mod db;
 pub mod exit;
 pub mod input;
 pub mod load;
+pub mod locks;
 pub mod logging;
 pub mod migrations;
 mod pgpass;

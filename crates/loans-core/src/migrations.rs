@@ -3,9 +3,13 @@
 //!
 //! An applied file's checksum is kept; if the embedded text no longer matches, nothing runs,
 //! because the database would no longer be what the files say it is. Concurrent starters are
-//! serialised by an advisory lock, so two tools starting at once on a new database cannot race.
+//! serialised by a lock on `schema_migrations` that only its owner can take (an advisory lock is
+//! open to every role), and every lock a migration waits for is waited for at most
+//! [`LOCK_TIMEOUT`]: then the tool gives up with status 75, naming the sessions in the way.
 
-use postgres::Client;
+use postgres::error::SqlState;
+use postgres::types::Type;
+use postgres::{Client, GenericClient};
 use sha2::{Digest, Sha256};
 
 use crate::db::DbError;
@@ -41,14 +45,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "reader_role",
         sql: include_str!("../sql/schema/V004__reader_role.sql"),
     },
+    Migration {
+        version: 5,
+        name: "guards",
+        sql: include_str!("../sql/schema/V005__guards.sql"),
+    },
 ];
 
-/// Advisory lock key space of this project (`'loan'` in ASCII), and the key that serialises
-/// migrations within it. Other keys in the space are listed where they are used.
-pub(crate) const LOCK_SPACE: i32 = 0x6c6f_616e;
-const MIGRATION_LOCK: i32 = 1;
-/// Held by a running `loans-rollup` for its whole run.
-pub(crate) const ROLLUP_LOCK: i32 = 2;
+/// The longest a migration waits for a lock (its own on `schema_migrations`, or one of a table it
+/// changes), as PostgreSQL's `lock_timeout`.
+pub const LOCK_TIMEOUT: &str = "5s";
 
 impl Migration {
     /// The file name it is kept under: `V001__create_loans.sql`.
@@ -95,6 +101,11 @@ pub enum MigrationError {
          it was made by a newer version of loans: upgrade the binaries"
     )]
     Unknown { version: i32, name: String },
+    #[error(
+        "{context}: gave up after waiting {LOCK_TIMEOUT} for a lock: {holders}; nothing was \
+         changed, the next start tries again"
+    )]
+    LockTimeout { context: String, holders: String },
 }
 
 impl ExitStatus for MigrationError {
@@ -102,6 +113,7 @@ impl ExitStatus for MigrationError {
         match self {
             MigrationError::Db(err) => err.exit(),
             MigrationError::Changed { .. } | MigrationError::Unknown { .. } => Exit::Software,
+            MigrationError::LockTimeout { .. } => Exit::TempFail,
         }
     }
 }
@@ -166,7 +178,7 @@ fn compare(applied: Vec<Applied>) -> Result<SchemaStatus, MigrationError> {
     Ok(SchemaStatus { applied, pending })
 }
 
-fn read_applied(client: &mut Client) -> Result<Vec<Applied>, DbError> {
+fn read_applied(client: &mut impl GenericClient) -> Result<Vec<Applied>, DbError> {
     // One round trip in the common case; a missing table means a new database.
     let rows = client.query_typed(
         "SELECT version, name, checksum FROM schema_migrations ORDER BY version",
@@ -192,27 +204,43 @@ pub fn migrate(client: &mut Client) -> Result<usize, MigrationError> {
     if status(client)?.pending.is_empty() {
         return Ok(0);
     }
-    client
-        .execute(
-            "SELECT pg_advisory_lock($1, $2)",
-            &[&LOCK_SPACE, &MIGRATION_LOCK],
-        )
-        .map_err(DbError::query("waiting for the migration lock"))?;
-    let result = apply_pending(client);
-    let unlocked = client
-        .execute(
-            "SELECT pg_advisory_unlock($1, $2)",
-            &[&LOCK_SPACE, &MIGRATION_LOCK],
-        )
-        .map_err(DbError::query("releasing the migration lock"));
-    let applied = result?;
-    unlocked?;
-    Ok(applied)
+    create_table(client)?;
+    let mut applied = 0;
+    loop {
+        match apply_next(client) {
+            Ok(true) => applied += 1,
+            Ok(false) => return Ok(applied),
+            // The transaction is over: say who held what it waited for.
+            Err(MigrationError::Db(DbError::Query { context, source }))
+                if crate::locks::is_lock_timeout(&source) =>
+            {
+                let holders = crate::locks::holders(client, &relations());
+                return Err(MigrationError::LockTimeout { context, holders });
+            }
+            Err(err) => return Err(err),
+        }
+    }
 }
 
-fn apply_pending(client: &mut Client) -> Result<usize, MigrationError> {
-    client
-        .batch_execute(
+/// The tables whose locks a migration may wait for: `schema_migrations` and those the
+/// migrations make.
+fn relations() -> Vec<&'static str> {
+    vec![
+        "schema_migrations",
+        "loan_loads",
+        "loans",
+        "loans_changes",
+        "rollup_runs",
+        "rollup_versions",
+        "rollup_lock",
+    ]
+}
+
+/// `schema_migrations`, made on a new database. Two starters may make it at once: the one that
+/// loses finds it made when it tries again.
+fn create_table(client: &mut Client) -> Result<(), DbError> {
+    let create = |client: &mut Client| {
+        client.batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                  version    integer     PRIMARY KEY,
                  name       text        NOT NULL,
@@ -220,24 +248,57 @@ fn apply_pending(client: &mut Client) -> Result<usize, MigrationError> {
                  applied_at timestamptz NOT NULL DEFAULT now()
              )",
         )
-        .map_err(DbError::query("creating schema_migrations"))?;
-    // Another process may have applied some while we waited for the lock.
-    let pending = status(client)?.pending;
-    for migration in &pending {
-        let file = migration.file_name();
-        let context = || format!("applying migration {file}");
-        let mut tx = client.transaction().map_err(DbError::query(context()))?;
-        tx.batch_execute(migration.sql)
-            .map_err(DbError::query(context()))?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-            &[&migration.version, &migration.name, &migration.checksum()],
-        )
-        .map_err(DbError::query(context()))?;
-        tx.commit().map_err(DbError::query(context()))?;
-        log::info!("applied migration {file}");
+    };
+    // Losing the race shows as one of these, depending on which catalog row collided.
+    let lost = |err: &postgres::Error| {
+        [
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::DUPLICATE_TABLE,
+            SqlState::DUPLICATE_OBJECT,
+        ]
+        .iter()
+        .any(|code| err.code() == Some(code))
+    };
+    match create(client) {
+        Err(err) if lost(&err) => create(client),
+        other => other,
     }
-    Ok(pending.len())
+    .map_err(DbError::query("creating schema_migrations"))
+}
+
+/// Applies the first migration still pending, in one transaction with its row in
+/// `schema_migrations`, holding that table in EXCLUSIVE mode: another starter waits, and finds
+/// it applied. Returns whether there was one.
+fn apply_next(client: &mut Client) -> Result<bool, MigrationError> {
+    let mut tx = client
+        .transaction()
+        .map_err(DbError::query("starting a migration"))?;
+    tx.query_typed(
+        "SELECT set_config('lock_timeout', $1, true)",
+        &[(&LOCK_TIMEOUT, Type::TEXT)],
+    )
+    .map_err(DbError::query("setting the migration's lock_timeout"))?;
+    tx.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE", &[])
+        .map_err(DbError::query(
+            "waiting for the migration lock (schema_migrations)",
+        ))?;
+    let Some(migration) = compare(read_applied(&mut tx)?)?.pending.first().copied() else {
+        tx.commit()
+            .map_err(DbError::query("releasing the migration lock"))?;
+        return Ok(false);
+    };
+    let file = migration.file_name();
+    let context = || format!("applying migration {file}");
+    tx.batch_execute(migration.sql)
+        .map_err(DbError::query(context()))?;
+    tx.execute(
+        "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+        &[&migration.version, &migration.name, &migration.checksum()],
+    )
+    .map_err(DbError::query(context()))?;
+    tx.commit().map_err(DbError::query(context()))?;
+    log::info!("applied migration {file}");
+    Ok(true)
 }
 
 #[cfg(test)]

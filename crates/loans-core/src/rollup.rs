@@ -30,7 +30,8 @@ use postgres::{Client, IsolationLevel, Transaction};
 use crate::config::DbConfig;
 use crate::db::{self, DbError};
 use crate::exit::{Exit, ExitStatus};
-use crate::migrations::{self, LOCK_SPACE, MigrationError, ROLLUP_LOCK};
+use crate::locks;
+use crate::migrations::{self, MigrationError};
 
 /// The file in use is named once, here; a new version of the definition is a new file and this
 /// one line.
@@ -48,6 +49,17 @@ pub const ROLLUP_FILE: &str = rollup_file!();
 
 /// Cron starts a run a minute; a statement that takes longer than this is stuck, not slow.
 pub const STATEMENT_TIMEOUT: &str = "50s";
+
+/// The longest a run's statement waits for a lock on a table (someone's `LOCK TABLE`, or a
+/// migration's), before the run gives up naming who holds it.
+pub const LOCK_TIMEOUT: &str = "20s";
+
+/// The run lock: the one row of `rollup_lock`, locked without waiting. Locking it needs UPDATE on
+/// the table, which only its owner has; `loans_reader` can read it, not lock it.
+const LOCK_SQL: &str = "\
+SELECT set_config('idle_in_transaction_session_timeout', '0', true)
+  FROM rollup_lock
+   FOR UPDATE NOWAIT";
 
 /// How long snapshots are kept unless told otherwise: 30 days.
 pub const DEFAULT_KEEP: &str = "30d";
@@ -71,11 +83,25 @@ SELECT run.id, (SELECT count(*) FROM abandoned) FROM run";
 
 /// The first statement of a run's transaction: takes the ranges logged since the last run (the
 /// rows this transaction's snapshot sees; later ones stay for the next run) and finds the
-/// previous successful run. Returns that run, whether the definition changed since it, and the
-/// days to recompute: from the first changed day to the last one plus 7.
+/// previous successful run. Returns that run, whether the definition changed since it, the days
+/// to recompute (from the first changed day to the last one plus 7), and the first days of
+/// `loans` outside 0001-01-01 to 9999-12-31, which the definition cannot compute.
+///
+/// The loader refuses such days and V005's constraint keeps them out, but an older database may
+/// hold them and the log may name them: the days to recompute are kept within what every
+/// statement and the client can hold (a logged day past 9999-12-24 recomputes to `infinity`, one
+/// before 0001-01-01 from `-infinity`), so a range that named such a day still works once the day
+/// is corrected. The two index probes of `loans` cost nothing when it has no such day.
+///
+/// Last, the change log's triggers that are not enabled ALWAYS (V005): a trigger disabled, or
+/// re-enabled with a plain `ENABLE TRIGGER` (as `pg_restore --disable-triggers` does), may have
+/// let changes through unlogged, so the run recomputes every day.
 const PLAN_SQL: &str = "\
 WITH taken AS (
     DELETE FROM loans_changes RETURNING first_day, last_day
+),
+logged AS (
+    SELECT min(first_day) AS first_day, max(last_day) AS last_day FROM taken
 ),
 previous AS (
     SELECT id, rollup_version
@@ -86,8 +112,27 @@ previous AS (
 )
 SELECT (SELECT id FROM previous),
        (SELECT rollup_version FROM previous) IS DISTINCT FROM $2,
-       (SELECT min(first_day) FROM taken),
-       (SELECT max(last_day) FROM taken) + 7";
+       CASE WHEN first_day < '0001-01-01' THEN '-infinity'
+            WHEN first_day > '9999-12-31' THEN '9999-12-31'
+            ELSE first_day END,
+       CASE WHEN last_day > '9999-12-24' THEN 'infinity'
+            WHEN last_day < '0001-01-01' THEN '0001-01-08'
+            ELSE last_day + 7 END,
+       (SELECT string_agg(d::text, ', ' ORDER BY d)
+          FROM (SELECT date_of_repayment AS d
+                  FROM loans
+                 WHERE date_of_repayment < '0001-01-01' OR date_of_repayment > '9999-12-31'
+                 ORDER BY 1
+                 LIMIT 5) AS outside),
+       (SELECT string_agg(name || CASE WHEN t.tgenabled IS NULL THEN ' (missing)'
+                                       WHEN t.tgenabled = 'D' THEN ' (disabled)'
+                                       WHEN t.tgenabled = 'R' THEN ' (only in replica mode)'
+                                       ELSE ' (not in replica mode)' END, ', ' ORDER BY name)
+          FROM unnest(ARRAY['loans_changes_insert', 'loans_changes_update',
+                            'loans_changes_delete', 'loans_changes_truncate']) AS name
+          LEFT JOIN pg_trigger AS t ON t.tgrelid = 'loans'::regclass AND t.tgname = name
+         WHERE t.tgenabled IS DISTINCT FROM 'A')
+  FROM logged";
 
 /// Recomputes the days from `$1` to `$2` with the definition and stores the differences for run
 /// `$3`: the current versions in the range that the recomputation no longer gives (other
@@ -311,6 +356,8 @@ pub enum FullReason {
     FirstRun,
     DefinitionChanged,
     Asked,
+    /// A change-log trigger is missing, disabled, or not enabled ALWAYS.
+    LogIncomplete,
 }
 
 /// A finished run, as its one log line tells it.
@@ -367,6 +414,7 @@ impl fmt::Display for RunReport {
                     FullReason::FirstRun => "first run",
                     FullReason::DefinitionChanged => "the rollup definition changed",
                     FullReason::Asked => "--full",
+                    FullReason::LogIncomplete => "the change log may be incomplete",
                 },
                 self.rows_written,
                 self.rows_ended
@@ -392,32 +440,69 @@ impl fmt::Display for RunReport {
 #[derive(Debug, thiserror::Error)]
 pub enum RollupError {
     #[error(
-        "another loans-rollup run holds the lock; skipping this one (the next is a minute away)"
+        "another loans-rollup run holds the lock ({holder}); skipping this one (the next is a \
+         minute away)"
     )]
-    Locked,
+    Locked { holder: String },
+    #[error(
+        "rollup_lock has no row, so a run cannot take the run lock: restore it with \
+         INSERT INTO rollup_lock VALUES (true)"
+    )]
+    NoLockRow,
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
     Migration(#[from] MigrationError),
     #[error("run {run_id} failed: {source}")]
-    Failed { run_id: i64, source: DbError },
+    Failed { run_id: i64, source: WorkError },
 }
 
 impl ExitStatus for RollupError {
     fn exit(&self) -> Exit {
         match self {
-            RollupError::Locked => Exit::TempFail,
-            RollupError::Db(err) | RollupError::Failed { source: err, .. } => err.exit(),
+            RollupError::Locked { .. } => Exit::TempFail,
+            RollupError::NoLockRow => Exit::Software,
+            RollupError::Db(err) => err.exit(),
+            RollupError::Failed { source, .. } => source.exit(),
             RollupError::Migration(err) => err.exit(),
         }
     }
 }
 
+/// Why a run's work failed; the run is recorded failed with this text.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(
+        "loans holds days the rollup cannot compute, outside 0001-01-01 to 9999-12-31: {0}; \
+         correct or delete them (the loader refuses such days), and the next run recomputes \
+         what changed"
+    )]
+    DaysOutOfRange(String),
+    #[error("{source}: gave up after waiting {LOCK_TIMEOUT} for a lock: {holders}")]
+    LockTimeout { source: DbError, holders: String },
+}
+
+impl ExitStatus for WorkError {
+    fn exit(&self) -> Exit {
+        match self {
+            WorkError::Db(err) => err.exit(),
+            WorkError::DaysOutOfRange(_) => Exit::DataErr,
+            WorkError::LockTimeout { .. } => Exit::TempFail,
+        }
+    }
+}
+
+/// The tables a run reads or writes, whose holders a lock timeout names.
+const RUN_TABLES: &[&str] = &["loans", "loans_changes", "rollup_runs", "rollup_versions"];
+
 /// The statements a run sends, for `--dry-run`.
 pub fn dry_run_sql(keep: Keep, full: bool) -> String {
     format!(
         "-- loans-rollup, rollup {version}; keeping {keep}{full}\n\
-         -- 1. take advisory lock ({LOCK_SPACE}, {ROLLUP_LOCK}) without waiting; apply pending migrations\n\
+         -- 1. apply pending migrations; on a second connection, in a transaction that lasts the\n\
+         --    run, take the run lock:\n{LOCK_SQL};\n\n\
          -- 2. record the run ($1 = rollup version):\n{REGISTER_SQL};\n\n\
          -- 3. in one repeatable-read transaction: take the changes logged since the last run\n\
          --    ($1 = run id, $2 = rollup version):\n{PLAN_SQL};\n\n\
@@ -425,31 +510,38 @@ pub fn dry_run_sql(keep: Keep, full: bool) -> String {
          --    differences ($1, $2 = the days, $3 = run id):\n{APPLY_SQL};\n\n\
          -- 5. mark the run succeeded and apply retention ($1 = run id, $2 = rows written,\n\
          --    $3 = snapshots to keep or NULL, $4 = period to keep, as text, or NULL):\n{FINISH_SQL};\n\n\
-         -- 6. commit; release the lock\n",
+         -- 6. commit; end the lock's transaction\n",
         version = rollup_version(),
         full = if full { "; --full" } else { "" },
     )
 }
 
-/// One run: lock, migrate, record, work out what changed, recompute it, retention, done.
+/// One run: migrate, lock, record, work out what changed, recompute it, retention, done.
 /// Statements go out with their parameter types (`query_typed`), so each costs one round trip.
 pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
     let clock = Instant::now();
     let mut db = options.db.clone();
     db.set_server_option("statement_timeout", STATEMENT_TIMEOUT);
+    db.set_server_option("lock_timeout", LOCK_TIMEOUT);
     let mut client = db::connect(&db)?;
-    // The lock is the session's: it goes when the connection does, however the process ends.
-    let locked: bool = client
-        .query_typed_one(
-            "SELECT pg_try_advisory_lock($1, $2)",
-            &[(&LOCK_SPACE, Type::INT4), (&ROLLUP_LOCK, Type::INT4)],
-        )
-        .map_err(DbError::query("trying the rollup lock"))?
-        .get(0);
-    if !locked {
-        return Err(RollupError::Locked);
-    }
     migrations::migrate(&mut client)?;
+    // The run lock is a row lock, so it lives in a transaction; the run commits its `running`
+    // row before its work, so that transaction is on a connection of its own, open for the whole
+    // run. It goes when the connection does, however the process ends.
+    let mut lock_client = db::connect(&db)?;
+    let mut lock = lock_client
+        .transaction()
+        .map_err(DbError::query("starting the run lock's transaction"))?;
+    match lock.query_typed(LOCK_SQL, &[]) {
+        Ok(rows) if rows.is_empty() => return Err(RollupError::NoLockRow),
+        Ok(_) => {}
+        Err(err) if locks::is_lock_timeout(&err) => {
+            drop(lock);
+            let holder = locks::holders(&mut client, &["rollup_lock"]);
+            return Err(RollupError::Locked { holder });
+        }
+        Err(err) => return Err(DbError::query("taking the run lock")(err).into()),
+    }
 
     let version = rollup_version();
     let row = client
@@ -464,7 +556,20 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
             ..done
         }),
         Err(source) => {
-            // The work rolled back; record why, in a transaction of its own.
+            // The work rolled back; say who held a lock it gave up on, and record why, in a
+            // transaction of its own.
+            let source = match source {
+                WorkError::Db(DbError::Query { context, source })
+                    if locks::is_lock_timeout(&source) =>
+                {
+                    let holders = locks::holders(&mut client, RUN_TABLES);
+                    WorkError::LockTimeout {
+                        source: DbError::Query { context, source },
+                        holders,
+                    }
+                }
+                other => other,
+            };
             let error = source.to_string();
             let params: [(&(dyn postgres::types::ToSql + Sync), Type); 2] =
                 [(&run_id, Type::INT8), (&error, Type::TEXT)];
@@ -479,13 +584,36 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
     };
     // The lock would go with the session anyway, but a server takes a moment to end a session
     // after its client has gone: a run started right after this one could find it still held.
-    if let Err(err) = client.query_typed(
-        "SELECT pg_advisory_unlock($1, $2)",
-        &[(&LOCK_SPACE, Type::INT4), (&ROLLUP_LOCK, Type::INT4)],
-    ) {
+    if let Err(err) = lock.rollback() {
         log::debug!("releasing the rollup lock: {}", db::explain(&err));
     }
     result
+}
+
+/// What [`PLAN_SQL`] found.
+struct Plan {
+    previous: Option<i64>,
+    definition_changed: bool,
+    first: Option<Date<NaiveDate>>,
+    last: Option<Date<NaiveDate>>,
+    outside: Option<String>,
+    /// The change-log triggers not enabled ALWAYS, with why.
+    triggers: Option<String>,
+}
+
+impl Plan {
+    /// Reads the row without a panic: a date the client cannot hold is an error, not a crash
+    /// (PLAN_SQL keeps the days within range, so this is a second line of defence).
+    fn read(row: &postgres::Row) -> Result<Plan, postgres::Error> {
+        Ok(Plan {
+            previous: row.try_get(0)?,
+            definition_changed: row.try_get(1)?,
+            first: row.try_get(2)?,
+            last: row.try_get(3)?,
+            outside: row.try_get(4)?,
+            triggers: row.try_get(5)?,
+        })
+    }
 }
 
 /// The run's work, in one repeatable-read transaction: a killed run leaves no trace but its
@@ -495,7 +623,7 @@ fn work(
     run_id: i64,
     version: &str,
     options: &RollupOptions,
-) -> Result<RunReport, DbError> {
+) -> Result<RunReport, WorkError> {
     let mut tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -504,17 +632,25 @@ fn work(
     let plan = tx
         .query_typed_one(PLAN_SQL, &[(&run_id, Type::INT8), (&version, Type::TEXT)])
         .map_err(DbError::query("taking the changes to loans"))?;
-    let previous: Option<i64> = plan.get(0);
-    let definition_changed: bool = plan.get(1);
-    let changed: Option<(Date<NaiveDate>, Date<NaiveDate>)> = plan
-        .get::<_, Option<Date<NaiveDate>>>(2)
-        .zip(plan.get::<_, Option<Date<NaiveDate>>>(3));
+    let plan = Plan::read(&plan).map_err(DbError::query("reading the changes to loans"))?;
+    if let Some(days) = plan.outside {
+        return Err(WorkError::DaysOutOfRange(days));
+    }
+    let (previous, definition_changed) = (plan.previous, plan.definition_changed);
+    let changed = plan.first.zip(plan.last);
     let work = if previous.is_none() {
         Work::Full(FullReason::FirstRun)
     } else if definition_changed {
         Work::Full(FullReason::DefinitionChanged)
     } else if options.full {
         Work::Full(FullReason::Asked)
+    } else if let Some(triggers) = &plan.triggers {
+        log::warn!(
+            "the change log's triggers on loans are not all enabled always: {triggers}; changes \
+             may have gone unlogged, so this run recomputes every day, as will every run until \
+             the owner runs ALTER TABLE loans ENABLE ALWAYS TRIGGER for each"
+        );
+        Work::Full(FullReason::LogIncomplete)
     } else if let Some((from, to)) = changed {
         Work::Range { from, to }
     } else {

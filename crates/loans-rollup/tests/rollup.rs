@@ -380,14 +380,13 @@ fn start_blocked_run(db: &TestDb) -> Child {
     child
 }
 
-/// Waits until the killed run's session is gone and has let go of its lock (a backend leaves
-/// pg_stat_activity a moment before it releases its locks).
+/// Waits until the killed run's sessions are gone and have let go of the run lock, the row of
+/// rollup_lock (a backend leaves pg_stat_activity a moment before it releases its locks).
 fn wait_for_no_rollup_session(db: &TestDb) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while db.scalar(
         "SELECT (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'loans-rollup')
-              + (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
-                    AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+              + (SELECT count(*) FROM pg_locks WHERE relation = 'rollup_lock'::regclass)",
     ) != Some("0".into())
     {
         assert!(Instant::now() < deadline, "a rollup session did not end");

@@ -504,15 +504,15 @@ fn a_schema_that_is_behind_is_reported_and_never_migrated() {
     );
 
     let db = ready();
-    db.execute("DELETE FROM schema_migrations WHERE version = 4");
+    db.execute("DELETE FROM schema_migrations WHERE version = 5");
     let out = verify(&db).expect(1);
     assert!(
-        line(&out, "schema").contains("version 3, this binary expects 4: 1 migration(s) pending"),
+        line(&out, "schema").contains("version 4, this binary expects 5: 1 migration(s) pending"),
         "{out}"
     );
     assert_eq!(
         db.scalar("SELECT count(*) FROM schema_migrations").unwrap(),
-        "3"
+        "4"
     );
 }
 

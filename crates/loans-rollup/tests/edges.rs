@@ -1,0 +1,476 @@
+//! `loans-rollup` at the edges of trust: days typed by hand that the loader would refuse, an
+//! analyst trying to stop or change the job, and changes to `loans` that try to slip past the log.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use loans_testkit::cluster::{TestDb, cluster};
+use loans_testkit::command::{Cmd, Output, isolated};
+use loans_testkit::sample::Spec;
+
+const BIN: &str = env!("CARGO_BIN_EXE_loans-rollup");
+
+/// The key space the tools used for advisory locks up to V004 ('loan' in ASCII), and its keys.
+const LOCK_SPACE: i32 = 0x6c6f_616e;
+
+fn rollup(db: &TestDb) -> Cmd {
+    Cmd::new(BIN).arg("--database-url").arg(&db.url)
+}
+
+fn assert_no_panic(out: &Output) {
+    assert!(
+        out.code != Some(101) && !out.stderr.contains("panicked"),
+        "{out}"
+    );
+}
+
+/// The newest snapshot, every column, through the analysts' view.
+fn view(db: &TestDb) -> Vec<String> {
+    db.rows(
+        "SELECT date_of_repayment, number_of_loans, defaults, liquidations,
+                liquidation_to_default_ratio, ratio_rolling_avg_7d, rolling_window_days
+           FROM default_liquidation_rolling_avg ORDER BY date_of_repayment",
+    )
+}
+
+fn snapshot_loans(db: &TestDb, day: &str) -> Option<String> {
+    db.scalar(&format!(
+        "SELECT number_of_loans FROM default_liquidation_rolling_avg WHERE date_of_repayment = '{day}'"
+    ))
+}
+
+/// A log-in member of loans_reader, and its URL.
+fn analyst(db: &TestDb) -> (String, String) {
+    let user = format!("analyst_{}", db.name);
+    db.execute(&format!(
+        "CREATE ROLE {user} LOGIN PASSWORD 'reads'; GRANT loans_reader TO {user};"
+    ));
+    let (_, server) = db.url.split_once('@').expect("a URL with a user");
+    (user.clone(), format!("postgresql://{user}:reads@{server}"))
+}
+
+/// A database as V004 left it: the first four migrations applied by hand, as an older binary did.
+fn database_at_v004(db: &TestDb) {
+    let mut client = db.client();
+    client
+        .batch_execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+                                             checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .unwrap();
+    for m in &loans_core::migrations::MIGRATIONS[..4] {
+        client.batch_execute(m.sql).unwrap();
+        client
+            .execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                &[&m.version, &m.name, &m.checksum()],
+            )
+            .unwrap();
+    }
+}
+
+const DAY: &str = "2022-01-05";
+
+#[test]
+fn a_day_no_tool_can_handle_fails_each_run_naming_it_and_the_next_run_after_the_fix_recovers() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    let before = view(&db);
+    // A database made before the constraint, where such a day can be typed in.
+    db.execute("ALTER TABLE loans DROP CONSTRAINT IF EXISTS loans_date_in_loader_range");
+    for bad in [
+        "300000-01-01",
+        "5874897-12-31",
+        "infinity",
+        "-infinity",
+        "4713-11-24 BC",
+        "10000-01-01",
+    ] {
+        db.execute(&format!(
+            "UPDATE loans SET date_of_repayment = '{bad}' WHERE date_of_repayment = '{DAY}'"
+        ));
+        for full in [false, true] {
+            let out = rollup(&db).args(full.then_some("--full")).run();
+            assert_no_panic(&out);
+            out.assert_code(65);
+            out.assert_stderr_has(&format!(
+                "loans holds days the rollup cannot compute, outside 0001-01-01 to 9999-12-31: {bad};"
+            ));
+            assert_eq!(out.stderr.lines().count(), 1, "{out}");
+        }
+        assert_eq!(
+            db.scalar("SELECT count(*) FROM rollup_runs WHERE status = 'running'"),
+            Some("0".into())
+        );
+        let error = db
+            .scalar(
+                "SELECT error FROM rollup_runs WHERE status = 'failed' ORDER BY id DESC LIMIT 1",
+            )
+            .unwrap();
+        assert!(error.contains(bad), "{error}");
+        // Typed back: the next ordinary run recovers, nothing cleared by hand.
+        db.execute(&format!(
+            "UPDATE loans SET date_of_repayment = '{DAY}' WHERE date_of_repayment = '{bad}'"
+        ));
+        rollup(&db).expect(0);
+        assert_eq!(view(&db), before, "after {bad}");
+    }
+    // A day added at the very end of PostgreSQL's calendar and deleted again: its logged range
+    // has no day after it.
+    db.execute(
+        "INSERT INTO loans SELECT '5874897-12-31', 1, 0, 0, NULL, load_id, now() FROM loans LIMIT 1",
+    );
+    assert_no_panic(&rollup(&db).expect(65));
+    db.execute("DELETE FROM loans WHERE date_of_repayment = '5874897-12-31'");
+    rollup(&db).expect(0);
+    assert_eq!(view(&db), before);
+}
+
+#[test]
+fn the_migration_refuses_a_database_holding_such_a_day_naming_it_and_what_to_do() {
+    let db = cluster().fresh_db();
+    database_at_v004(&db);
+    db.execute(
+        "INSERT INTO loan_loads (source, sha256, started_at) VALUES ('x', 'y', now());
+         INSERT INTO loans VALUES ('2023-01-01', 10, 2, 8, NULL, 1, now()),
+                                  ('300000-01-01', 10, 5, 5, NULL, 1, now()),
+                                  ('infinity', 1, 0, 0, NULL, 1, now());",
+    );
+    let out = rollup(&db).expect(70);
+    assert_no_panic(&out);
+    out.assert_stderr_has("300000-01-01, infinity")
+        .assert_stderr_has("HINT: ");
+    assert_eq!(
+        db.scalar("SELECT max(version) FROM schema_migrations"),
+        Some("4".into())
+    );
+    db.execute("DELETE FROM loans WHERE date_of_repayment > '9999-12-31'");
+    rollup(&db)
+        .expect(0)
+        .assert_stderr_has("applied migration V005__");
+    let mut owner = db.client();
+    for bad in ["infinity", "-infinity", "10000-01-01", "0001-12-31 BC"] {
+        let err = owner
+            .batch_execute(&format!(
+                "INSERT INTO loans VALUES ('{bad}', 1, 0, 0, NULL, 1, now())"
+            ))
+            .expect_err(bad);
+        assert_eq!(sqlstate(&err), "23514", "{bad}: {err}");
+    }
+    for good in ["0001-01-01", "9999-12-31"] {
+        owner
+            .batch_execute(&format!(
+                "INSERT INTO loans VALUES ('{good}', 1, 0, 0, NULL, 1, now())"
+            ))
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_temporary_loans_changes_does_not_take_the_log() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    let mut session = db.client();
+    session
+        .batch_execute(&format!(
+            "CREATE TEMP TABLE loans_changes (first_day date, last_day date, logged_at timestamptz);
+             UPDATE loans SET number_of_loans = 123456 WHERE date_of_repayment = '{DAY}';"
+        ))
+        .unwrap();
+    rollup(&db)
+        .expect(0)
+        .assert_stderr_has("after changes to loans");
+    assert_eq!(snapshot_loans(&db, DAY), Some("123456".into()));
+}
+
+#[test]
+fn a_change_made_in_replica_mode_is_logged_too() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    db.execute(&format!(
+        "SET session_replication_role = replica;
+         UPDATE loans SET number_of_loans = 654321 WHERE date_of_repayment = '{DAY}';"
+    ));
+    rollup(&db)
+        .expect(0)
+        .assert_stderr_has("after changes to loans");
+    assert_eq!(snapshot_loans(&db, DAY), Some("654321".into()));
+}
+
+/// Every table of the project, as its owner sees them.
+fn tables(db: &TestDb) -> Vec<String> {
+    db.rows(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 1",
+    )
+}
+
+fn sqlstate(err: &postgres::Error) -> String {
+    err.code().map(|c| c.code().to_owned()).unwrap_or_default()
+}
+
+#[test]
+fn an_analyst_cannot_block_slow_or_change_the_job() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    let (_, url) = analyst(&db);
+    let tables = tables(&db);
+    assert!(tables.len() >= 7, "{tables:?}");
+    let mut a = loans_testkit::cluster::connect(&url);
+
+    // Advisory locks are open to every role: the tools must not depend on them.
+    a.batch_execute(&format!(
+        "SELECT pg_advisory_lock({LOCK_SPACE}, 1), pg_advisory_lock({LOCK_SPACE}, 2)"
+    ))
+    .unwrap();
+    for table in &tables {
+        for rows in ["UPDATE", "NO KEY UPDATE", "SHARE", "KEY SHARE"] {
+            let err = a
+                .batch_execute(&format!("SELECT 1 FROM {table} FOR {rows}"))
+                .expect_err(&format!("the analyst locked rows of {table} FOR {rows}"));
+            assert_eq!(sqlstate(&err), "42501", "{table} FOR {rows}: {err}");
+        }
+        for mode in [
+            "ROW SHARE",
+            "ROW EXCLUSIVE",
+            "SHARE UPDATE EXCLUSIVE",
+            "SHARE",
+            "SHARE ROW EXCLUSIVE",
+            "EXCLUSIVE",
+            "ACCESS EXCLUSIVE",
+        ] {
+            let mut tx = a.transaction().unwrap();
+            let err = tx
+                .batch_execute(&format!("LOCK TABLE {table} IN {mode} MODE NOWAIT"))
+                .expect_err(&format!("the analyst locked {table} in {mode} mode"));
+            assert_eq!(sqlstate(&err), "42501", "{table} {mode}: {err}");
+        }
+        let column = db
+            .scalar(&format!(
+                "SELECT attname FROM pg_attribute WHERE attrelid = '{table}'::regclass AND attnum = 1"
+            ))
+            .unwrap();
+        for write in [
+            format!("INSERT INTO {table} DEFAULT VALUES"),
+            format!("UPDATE {table} SET {column} = {column}"),
+            format!("DELETE FROM {table}"),
+            format!("TRUNCATE {table}"),
+        ] {
+            let err = a
+                .batch_execute(&write)
+                .expect_err(&format!("the analyst could: {write}"));
+            assert_eq!(sqlstate(&err), "42501", "{write}: {err}");
+        }
+    }
+    for other in [
+        "SELECT loans_log_changes()",
+        "SET session_replication_role = replica",
+        "ALTER TABLE loans DISABLE TRIGGER ALL",
+    ] {
+        a.batch_execute(other)
+            .expect_err(&format!("the analyst could: {other}"));
+    }
+    // Temporary tables stay the analyst's own: one named like the log changes nothing.
+    a.batch_execute(
+        "CREATE TEMP TABLE loans_changes (first_day date, last_day date, logged_at timestamptz);
+         INSERT INTO loans_changes VALUES ('-infinity', 'infinity', now());",
+    )
+    .unwrap();
+    // And an open transaction holding what an analyst can hold on every table.
+    let mut open = loans_testkit::cluster::connect(&url);
+    let mut held = open.transaction().unwrap();
+    for table in &tables {
+        held.batch_execute(&format!("LOCK TABLE {table} IN ACCESS SHARE MODE"))
+            .unwrap();
+    }
+
+    // Meanwhile the owner loads, changes a day by hand, and the job runs.
+    db.load(&Spec::sample().later(3).to_csv());
+    db.execute(&format!(
+        "UPDATE loans SET number_of_loans = 777777 WHERE date_of_repayment = '{DAY}'"
+    ));
+    let loans_before = db.rows("SELECT * FROM loans ORDER BY 1");
+    for full in [false, true] {
+        let out = rollup(&db).args(full.then_some("--full")).expect(0);
+        assert!(out.elapsed < Duration::from_secs(10), "{out}");
+    }
+    assert_eq!(snapshot_loans(&db, DAY), Some("777777".into()));
+    assert_eq!(db.rows("SELECT * FROM loans ORDER BY 1"), loans_before);
+    assert_eq!(
+        db.scalar("SELECT string_agg(DISTINCT status, ',') FROM rollup_runs"),
+        Some("succeeded".into())
+    );
+    held.rollback().unwrap();
+}
+
+#[test]
+fn a_run_lock_held_by_someone_is_named_and_the_run_exits_75_at_once() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    let mut holder =
+        loans_testkit::cluster::connect(&format!("{}?application_name=holder", db.url));
+    let mut tx = holder.transaction().unwrap();
+    tx.batch_execute("SELECT * FROM rollup_lock FOR UPDATE")
+        .unwrap();
+    let pid = tx
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get::<_, i32>(0);
+    let out = rollup(&db).expect(75);
+    assert!(out.elapsed < Duration::from_secs(3), "{out}");
+    out.assert_stderr_has("another loans-rollup run holds the lock")
+        .assert_stderr_has(&format!("pid {pid}"))
+        .assert_stderr_has("application holder");
+    tx.rollback().unwrap();
+    rollup(&db).expect(0);
+}
+
+#[test]
+fn an_analyst_delays_a_migration_only_for_a_bounded_wait_that_names_them() {
+    let db = cluster().fresh_db();
+    database_at_v004(&db);
+    let (user, url) = analyst(&db);
+    let mut a = loans_testkit::cluster::connect(&url);
+    a.batch_execute(&format!(
+        "SELECT pg_advisory_lock({LOCK_SPACE}, 1), pg_advisory_lock({LOCK_SPACE}, 2)"
+    ))
+    .unwrap();
+    let mut tx = a.transaction().unwrap();
+    tx.batch_execute("SELECT count(*) FROM loans").unwrap();
+
+    // The migration needs loans to itself: it waits a while, then says who is in the way.
+    let started = Instant::now();
+    let mut child = isolated(BIN)
+        .args(["--database-url", &db.url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the migration waited more than a minute");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(code, Some(75), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains(&format!("user {user}")), "{stderr}");
+    assert!(stderr.contains("AccessShareLock on loans"), "{stderr}");
+    assert_eq!(
+        db.scalar("SELECT max(version) FROM schema_migrations"),
+        Some("4".into())
+    );
+
+    // Its transaction over, the advisory locks it still holds stop nothing.
+    tx.rollback().unwrap();
+    rollup(&db)
+        .expect(0)
+        .assert_stderr_has("applied migration V005__");
+}
+
+/// Arguments, and environment variables, for one run.
+type Hostile<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+
+#[test]
+fn hostile_history_arguments_and_environment_do_not_panic() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    for edit in [
+        "UPDATE rollup_runs SET created_at = 'infinity'",
+        "UPDATE rollup_runs SET started_at = '-infinity', finished_at = 'infinity'",
+        "INSERT INTO loans_changes VALUES ('-infinity', 'infinity', 'infinity')",
+        "INSERT INTO loans_changes VALUES ('5874897-12-31', '5874897-12-31', now())",
+        "INSERT INTO loans_changes VALUES ('4713-11-24 BC', '4713-11-24 BC', now())",
+        "UPDATE loan_loads SET as_of = 'infinity'",
+    ] {
+        db.execute(edit);
+        let out = rollup(&db).run();
+        assert_no_panic(&out);
+        out.assert_code(0);
+    }
+    let runs: [Hostile; 8] = [
+        (&["--keep", "9999999999999d"], &[]),
+        (&["--keep", "4294967295"], &[]),
+        (&["--keep", "18446744073709551615s"], &[]),
+        (&["--keep", "1s", "--full"], &[]),
+        (&[], &[("LOANS_ROLLUP_KEEP", "\u{1F4A5}")]),
+        (&[], &[("RUST_LOG", "\u{1}=;;trace=[")]),
+        (&[], &[("PGCONNECT_TIMEOUT", "99999999999999999999")]),
+        (&[], &[("PGAPPNAME", "x\u{7f}\u{1b}[31m")]),
+    ];
+    for (args, env) in runs {
+        let mut cmd = rollup(&db).args(args);
+        for (key, value) in env {
+            cmd = cmd.env(key, value);
+        }
+        assert_no_panic(&cmd.run());
+    }
+}
+
+#[test]
+fn a_change_log_trigger_not_enabled_always_makes_every_run_recompute_every_day() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    // What a data-only pg_restore --disable-triggers leaves: the change made unlogged, and the
+    // trigger enabled again the plain way, which does not fire in replica mode.
+    db.execute(&format!(
+        "ALTER TABLE loans DISABLE TRIGGER loans_changes_update;
+         UPDATE loans SET number_of_loans = 424242 WHERE date_of_repayment = '{DAY}';
+         ALTER TABLE loans ENABLE TRIGGER loans_changes_update;"
+    ));
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM loans_changes"),
+        Some("0".into())
+    );
+    for _ in 0..2 {
+        rollup(&db)
+            .expect(0)
+            .assert_stderr_has("loans_changes_update (not in replica mode)")
+            .assert_stderr_has("full recompute (the change log may be incomplete)");
+    }
+    assert_eq!(snapshot_loans(&db, DAY), Some("424242".into()));
+    db.execute("ALTER TABLE loans ENABLE ALWAYS TRIGGER loans_changes_update");
+    rollup(&db)
+        .expect(0)
+        .assert_stderr_has("no change since run");
+}
+
+#[test]
+fn the_reader_reads_the_projects_tables_only_not_another_applications() {
+    let db = cluster().fresh_db();
+    database_at_v004(&db);
+    // Another application's tables in the same schema: one from before the upgrade (V004's
+    // default privileges granted it to the reader), one from after.
+    db.execute("CREATE TABLE other_app_before (secret text)");
+    rollup(&db).expect(0);
+    db.execute("CREATE TABLE other_app_after (secret text)");
+    let (_, url) = analyst(&db);
+    let mut a = loans_testkit::cluster::connect(&url);
+    for table in ["other_app_before", "other_app_after"] {
+        let err = a
+            .batch_execute(&format!("SELECT * FROM {table}"))
+            .expect_err(&format!("the reader reads {table}"));
+        assert_eq!(sqlstate(&err), "42501", "{table}: {err}");
+    }
+    for relation in db.rows(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v') AND c.relname NOT LIKE 'other_app%'",
+    ) {
+        a.batch_execute(&format!("SELECT * FROM {relation} LIMIT 1"))
+            .unwrap_or_else(|e| panic!("the reader cannot read {relation}: {e}"));
+    }
+}
