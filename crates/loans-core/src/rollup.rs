@@ -214,7 +214,13 @@ oldest AS (
              WHEN $4::text IS NOT NULL THEN
                  coalesce((SELECT min(id)
                              FROM rollup_runs
-                            WHERE status = 'succeeded' AND now() - created_at <= $4::interval), $1)
+                            WHERE status = 'succeeded'
+                              -- An infinite time cannot be subtracted: +infinity is within
+                              -- any period, -infinity within none.
+                              AND CASE WHEN isfinite(created_at)
+                                       THEN now() - created_at <= $4::interval
+                                       ELSE created_at > now()
+                                   END), $1)
            END AS id
 ),
 dropped_versions AS (
