@@ -360,6 +360,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_cron_job_is_handed_every_variable_libpq_reads() {
+        // docker/cron-entrypoint writes the job's environment from a list: a variable missing
+        // there (PGREQUIRESSL, PGHOSTADDR, PGPASSFILE) made the job connect otherwise than the
+        // first run, which sees the container's environment.
+        let script = include_str!("../../../docker/cron-entrypoint");
+        let listed: Vec<&str> = script
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .collect();
+        let vars = SUPPORTED
+            .iter()
+            .chain(UNSUPPORTED)
+            .filter_map(|(_, var)| *var)
+            .chain(["PGREQUIRESSL", "PGCONNECT_TIMEOUT", "DATABASE_URL"]);
+        for var in vars {
+            assert!(
+                listed.contains(&var),
+                "docker/cron-entrypoint does not pass {var} on"
+            );
+        }
+    }
+
+    #[test]
     fn a_question_mark_in_the_password_does_not_start_the_query() {
         // The first spelling of issue 16: the old code split at this '?' and lost sslmode.
         assert_eq!(

@@ -137,7 +137,9 @@ pub(crate) fn configure(
     let roots = match (root_cert, default_file) {
         (Some("system"), _) => Some(Roots::System),
         (Some(path), _) => Some(Roots::File(PathBuf::from(path))),
-        (None, Some(file)) if file.is_file() => Some(Roots::File(file)),
+        // libpq uses the default file when stat() finds it, whatever it is: a directory there
+        // is an error, not a reason to skip the checks.
+        (None, Some(file)) if file.exists() => Some(Roots::File(file)),
         (None, file) if mode.verifies() => {
             let missing = file.map_or_else(String::new, |file| {
                 format!(
@@ -381,6 +383,15 @@ mod tests {
         assert!(err.contains("give one with sslrootcert"), "{err}");
         // require does not: it encrypts without checking, as libpq does.
         assert!(configure(SslMode::Require, None, Some(&home)).is_ok());
+        // Something that is not a file at the default path: refused, as libpq refuses it, not
+        // taken as no root certificate (which would let require connect unchecked).
+        std::fs::create_dir_all(home.join(".postgresql/root.crt")).unwrap();
+        let err = configure(SslMode::Require, None, Some(&home)).unwrap_err();
+        assert!(
+            err.contains("cannot read the root certificate file"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&home).unwrap();
         let err = configure(SslMode::Require, Some("/nonexistent/ca.pem"), None).unwrap_err();
         assert!(
             err.starts_with("cannot read the root certificate file /nonexistent/ca.pem"),
