@@ -511,8 +511,9 @@ impl DbConfig {
     /// records a source database.
     pub fn url_without_password(&self) -> String {
         let port = self.pg.get_ports().first().copied().unwrap_or(5432);
-        let user = self.pg.get_user().unwrap_or_default();
-        let db = self.pg.get_dbname().unwrap_or_default();
+        // Percent-encoded, so a name with '@', '/', '?' or ':' reads back as the same name.
+        let user = percent_encode(self.pg.get_user().unwrap_or_default(), "");
+        let db = percent_encode(self.pg.get_dbname().unwrap_or_default(), "");
         match self.pg.get_hosts().first() {
             Some(postgres::config::Host::Tcp(name)) => {
                 format!("postgresql://{user}@{}/{db}", tcp_address(name, port))
@@ -520,12 +521,25 @@ impl DbConfig {
             Some(postgres::config::Host::Unix(dir)) => {
                 format!(
                     "postgresql://{user}@/{db}?host={}&port={port}",
-                    dir.display()
+                    percent_encode(&dir.to_string_lossy(), "/")
                 )
             }
             None => format!("postgresql://{user}@localhost:{port}/{db}"),
         }
     }
+}
+
+/// `text` with every byte but RFC 3986's unreserved ones and those of `keep` as `%XY`.
+fn percent_encode(text: &str, keep: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep.as_bytes().contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// `host:port`, with an IPv6 address in brackets.
@@ -590,6 +604,27 @@ mod tests {
 
     fn check(url: &str, vars: &[(&str, &str)]) -> Result<DbConfig, ConfigError> {
         args(Some(url)).validate_with("t", env(vars))
+    }
+
+    #[test]
+    fn the_recorded_url_reads_back_as_the_same_server_user_and_database() {
+        // loan_loads.source keeps it: a user or database with URL delimiters in it was written
+        // raw, and "u@x" with database "d?password=pw" read back as something else.
+        for text in [
+            "host=db.example port=6 user='u@x:y/z' dbname='d?password=pw&a=%41 b' password=s3cret",
+            "host='/run/my pg&x' port=7 user=u dbname=d password=s3cret",
+            "postgresql://u:s3cret@[::1]:8/d%2Fe",
+        ] {
+            let cfg = check(text, &[]).unwrap();
+            let url = cfg.url_without_password();
+            assert!(!url.contains("s3cret"), "{url}");
+            let back = check(&url, &[]).unwrap();
+            assert_eq!(back.pg.get_user(), cfg.pg.get_user(), "{url}");
+            assert_eq!(back.pg.get_dbname(), cfg.pg.get_dbname(), "{url}");
+            assert_eq!(back.pg.get_hosts(), cfg.pg.get_hosts(), "{url}");
+            assert_eq!(back.pg.get_ports(), cfg.pg.get_ports(), "{url}");
+            assert_eq!(back.pg.get_password(), None, "{url}");
+        }
     }
 
     #[test]
