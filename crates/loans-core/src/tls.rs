@@ -204,6 +204,14 @@ impl Roots {
         let mut store = RootCertStore::empty();
         match self {
             Roots::File(path) => {
+                // A device or a FIFO would be read without end (/dev/zero fills memory) or block
+                // forever, before any timeout applies: only a plain file (or a link to one).
+                if std::fs::metadata(path).is_ok_and(|meta| !meta.is_file()) {
+                    return Err(format!(
+                        "the root certificate file {} is not a plain file",
+                        path.display()
+                    ));
+                }
                 let certs = CertificateDer::pem_file_iter(path)
                     .and_then(Iterator::collect::<Result<Vec<_>, _>>)
                     .map_err(|err| {
@@ -388,7 +396,7 @@ mod tests {
         std::fs::create_dir_all(home.join(".postgresql/root.crt")).unwrap();
         let err = configure(SslMode::Require, None, Some(&home)).unwrap_err();
         assert!(
-            err.contains("cannot read the root certificate file"),
+            err.ends_with(".postgresql/root.crt is not a plain file"),
             "{err}"
         );
         std::fs::remove_dir_all(&home).unwrap();
@@ -397,5 +405,20 @@ mod tests {
             err.starts_with("cannot read the root certificate file /nonexistent/ca.pem"),
             "{err}"
         );
+        // A device or a FIFO is refused at once: reading /dev/zero filled memory, and a FIFO
+        // with no writer blocked the run forever.
+        let dir = std::env::temp_dir().join(format!("loans-tls-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("root.crt");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        for path in ["/dev/zero", fifo.to_str().unwrap(), dir.to_str().unwrap()] {
+            let err = configure(SslMode::VerifyFull, Some(path), None).unwrap_err();
+            assert!(err.ends_with("is not a plain file"), "{path}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
