@@ -204,14 +204,7 @@ impl Roots {
         let mut store = RootCertStore::empty();
         match self {
             Roots::File(path) => {
-                // A device or a FIFO would be read without end (/dev/zero fills memory) or block
-                // forever, before any timeout applies: only a plain file (or a link to one).
-                if std::fs::metadata(path).is_ok_and(|meta| !meta.is_file()) {
-                    return Err(format!(
-                        "the root certificate file {} is not a plain file",
-                        path.display()
-                    ));
-                }
+                plain_file(path, "the root certificate file")?;
                 let certs = CertificateDer::pem_file_iter(path)
                     .and_then(Iterator::collect::<Result<Vec<_>, _>>)
                     .map_err(|err| {
@@ -233,6 +226,10 @@ impl Roots {
                 }
             }
             Roots::System => {
+                // The store reads SSL_CERT_FILE, as OpenSSL does, when it is set.
+                if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+                    plain_file(Path::new(&file), "sslrootcert=system: SSL_CERT_FILE")?;
+                }
                 let found = rustls_native_certs::load_native_certs();
                 let (added, _) = store.add_parsable_certificates(found.certs);
                 if added == 0 {
@@ -245,6 +242,15 @@ impl Roots {
         }
         Ok(store)
     }
+}
+
+/// A device or a FIFO would be read without end (/dev/zero fills memory) or block forever,
+/// before any timeout applies: certificates come from a plain file (or a link to one) only.
+fn plain_file(path: &Path, what: &str) -> Result<(), String> {
+    if std::fs::metadata(path).is_ok_and(|meta| !meta.is_file()) {
+        return Err(format!("{what} {} is not a plain file", path.display()));
+    }
+    Ok(())
 }
 
 /// Checks the server's certificate as far as the mode asks, and words a refusal for the user.
