@@ -18,7 +18,7 @@ use clap::Args;
 use crate::conninfo::{self, Conninfo};
 use crate::exit::{Exit, ExitStatus};
 use crate::pgpass;
-use crate::tls::{self, Tls};
+use crate::tls::{self, SslMode, Tls};
 
 /// Connection options, flattened into each binary's command line.
 #[derive(Debug, Clone, Args)]
@@ -105,11 +105,11 @@ impl DbArgs {
             }
             pg.port(host.port);
         }
+        // As libpq: the account the process runs as, not $USER.
         let user = settings
             .get("user")
             .map(|v| v.text)
-            .or_else(|| settings.var("USER"))
-            .or_else(|| settings.var("LOGNAME"))
+            .or_else(|| whoami::username().ok())
             .unwrap_or_else(|| "postgres".to_owned());
         let dbname = settings
             .get("dbname")
@@ -149,7 +149,8 @@ impl DbArgs {
         let sockets_only = hosts
             .iter()
             .all(|host| host.addr.is_none() && host.host.starts_with('/'));
-        let tls = settings.tls(sockets_only)?;
+        let hosts_named = hosts.iter().all(|host| !host.bare_addr);
+        let tls = settings.tls(sockets_only, hosts_named)?;
         pg.ssl_mode(tls.wire_mode());
         let target = describe(&pg);
         Ok(DbConfig {
@@ -199,6 +200,8 @@ struct HostSpec {
     port: u16,
     /// The port as written (`5432` when none was), for the password file.
     port_text: String,
+    /// A hostaddr without a host name: `host` holds the address, for the password file only.
+    bare_addr: bool,
 }
 
 /// The parsed string and the variables behind it.
@@ -313,16 +316,17 @@ impl Settings<'_> {
                 None => None,
             };
             // libpq matches the password file on the hostaddr as written when no host is given.
-            let host = match (names.get(i).filter(|n| !n.is_empty()), addrs.get(i)) {
-                (Some(name), _) => name.clone(),
-                (None, Some(text)) if addr.is_some() => text.trim().to_owned(),
-                _ => default_host(port).to_owned(),
+            let (host, bare_addr) = match (names.get(i).filter(|n| !n.is_empty()), addrs.get(i)) {
+                (Some(name), _) => (name.clone(), false),
+                (None, Some(text)) if addr.is_some() => (text.trim().to_owned(), true),
+                _ => (default_host(port).to_owned(), false),
             };
             hosts.push(HostSpec {
                 host,
                 addr,
                 port,
                 port_text,
+                bare_addr,
             });
         }
         Ok(hosts)
@@ -338,8 +342,8 @@ impl Settings<'_> {
     ) -> Result<Option<(PathBuf, String)>, ConfigError> {
         let file = match self.get("passfile") {
             Some(value) => PathBuf::from(value.text),
-            None => match self.var("HOME") {
-                Some(home) => Path::new(&home).join(".pgpass"),
+            None => match self.home() {
+                Some(home) => home.join(".pgpass"),
                 None => return Ok(None),
             },
         };
@@ -419,7 +423,8 @@ impl Settings<'_> {
 
     /// sslmode and sslrootcert, with libpq's fallbacks: PGSSLMODE, then the old PGREQUIRESSL.
     /// Over sockets alone the mode is checked but no TLS is set up, as in libpq.
-    fn tls(&self, sockets_only: bool) -> Result<Tls, ConfigError> {
+    /// `hosts_named` is false when some TCP host is a bare hostaddr, which has no name to check.
+    fn tls(&self, sockets_only: bool, hosts_named: bool) -> Result<Tls, ConfigError> {
         let mode = self.get("sslmode").map(|v| v.text).or_else(|| {
             self.var("PGREQUIRESSL")
                 .filter(|v| v.starts_with('1'))
@@ -431,9 +436,27 @@ impl Settings<'_> {
         if sockets_only {
             return Ok(Tls { mode, client: None });
         }
-        let home = self.var("HOME").map(PathBuf::from);
+        if mode == SslMode::VerifyFull && !hosts_named {
+            return Err(ConfigError::Tls(
+                "sslmode=verify-full checks the server's certificate against the host name, and a \
+                 hostaddr alone gives none (libpq refuses it too); give host as well"
+                    .to_owned(),
+            ));
+        }
+        let home = self.home();
         tls::configure(mode, root_cert.as_deref(), home.as_deref()).map_err(ConfigError::Tls)
     }
+
+    /// libpq's home folder, for `~/.pgpass` and `~/.postgresql/root.crt`: `HOME`, else (unset or
+    /// empty) the account's, from the password database.
+    fn home(&self) -> Option<PathBuf> {
+        self.var("HOME").map(PathBuf::from).or_else(account_home)
+    }
+}
+
+/// The home folder of the account the process runs as, as libpq finds it when `HOME` is unset.
+fn account_home() -> Option<PathBuf> {
+    std::env::home_dir().filter(|home| !home.as_os_str().is_empty())
 }
 
 /// libpq's port check: an integer (white space around it allowed) from 1 to 65535.
@@ -488,8 +511,9 @@ impl DbConfig {
     /// records a source database.
     pub fn url_without_password(&self) -> String {
         let port = self.pg.get_ports().first().copied().unwrap_or(5432);
-        let user = self.pg.get_user().unwrap_or_default();
-        let db = self.pg.get_dbname().unwrap_or_default();
+        // Percent-encoded, so a name with '@', '/', '?' or ':' reads back as the same name.
+        let user = percent_encode(self.pg.get_user().unwrap_or_default(), "");
+        let db = percent_encode(self.pg.get_dbname().unwrap_or_default(), "");
         match self.pg.get_hosts().first() {
             Some(postgres::config::Host::Tcp(name)) => {
                 format!("postgresql://{user}@{}/{db}", tcp_address(name, port))
@@ -497,12 +521,25 @@ impl DbConfig {
             Some(postgres::config::Host::Unix(dir)) => {
                 format!(
                     "postgresql://{user}@/{db}?host={}&port={port}",
-                    dir.display()
+                    percent_encode(&dir.to_string_lossy(), "/")
                 )
             }
             None => format!("postgresql://{user}@localhost:{port}/{db}"),
         }
     }
+}
+
+/// `text` with every byte but RFC 3986's unreserved ones and those of `keep` as `%XY`.
+fn percent_encode(text: &str, keep: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep.as_bytes().contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// `host:port`, with an IPv6 address in brackets.
@@ -567,6 +604,27 @@ mod tests {
 
     fn check(url: &str, vars: &[(&str, &str)]) -> Result<DbConfig, ConfigError> {
         args(Some(url)).validate_with("t", env(vars))
+    }
+
+    #[test]
+    fn the_recorded_url_reads_back_as_the_same_server_user_and_database() {
+        // loan_loads.source keeps it: a user or database with URL delimiters in it was written
+        // raw, and "u@x" with database "d?password=pw" read back as something else.
+        for text in [
+            "host=db.example port=6 user='u@x:y/z' dbname='d?password=pw&a=%41 b' password=s3cret",
+            "host='/run/my pg&x' port=7 user=u dbname=d password=s3cret",
+            "postgresql://u:s3cret@[::1]:8/d%2Fe",
+        ] {
+            let cfg = check(text, &[]).unwrap();
+            let url = cfg.url_without_password();
+            assert!(!url.contains("s3cret"), "{url}");
+            let back = check(&url, &[]).unwrap();
+            assert_eq!(back.pg.get_user(), cfg.pg.get_user(), "{url}");
+            assert_eq!(back.pg.get_dbname(), cfg.pg.get_dbname(), "{url}");
+            assert_eq!(back.pg.get_hosts(), cfg.pg.get_hosts(), "{url}");
+            assert_eq!(back.pg.get_ports(), cfg.pg.get_ports(), "{url}");
+            assert_eq!(back.pg.get_password(), None, "{url}");
+        }
     }
 
     #[test]
@@ -713,8 +771,91 @@ mod tests {
             &[("PGUSER", "ann"), ("USER", "bob")],
         )
         .unwrap();
-        assert_eq!(cfg.target(), "h:5432 database bob user bob");
+        let me = account_name();
+        assert_eq!(cfg.target(), format!("h:5432 database {me} user {me}"));
         assert_eq!(cfg.pg.get_password(), None);
+    }
+
+    /// What `id -un` says: the account of the effective user id, which libpq defaults to.
+    fn account_name() -> String {
+        let out = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn the_default_user_is_the_account_not_user_or_logname() {
+        // libpq asks the password database for the effective user id; $USER and $LOGNAME can
+        // say anything (a cron job's or sudo's environment).
+        let cfg = check("host=h", &[("USER", "bob"), ("LOGNAME", "carol")]).unwrap();
+        let me = account_name();
+        assert_ne!(me, "bob");
+        assert_eq!(cfg.target(), format!("h:5432 database {me} user {me}"));
+    }
+
+    #[test]
+    fn without_home_the_accounts_home_folder_holds_the_password_file() {
+        // libpq reads HOME, and when it is unset or empty, the account's home folder from the
+        // password database (as `getent passwd` shows it).
+        let out = std::process::Command::new("getent")
+            .args(["passwd", &account_name()])
+            .output()
+            .unwrap();
+        let entry = String::from_utf8(out.stdout).unwrap();
+        let home = entry.trim().split(':').nth(5).unwrap().to_owned();
+        for vars in [&[][..], &[("HOME", "")]] {
+            let settings = Settings {
+                info: Conninfo::default(),
+                env: &env(vars),
+            };
+            assert_eq!(settings.home(), Some(PathBuf::from(&home)), "{vars:?}");
+        }
+    }
+
+    #[test]
+    fn verify_full_with_a_hostaddr_alone_is_refused_as_libpq_refuses_it() {
+        // psql checks the certificate against the host name, and without one it refuses even a
+        // certificate made out to the address; we checked the address and connected.
+        let dir = std::env::temp_dir().join(format!("loans-config-bare-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=t", "-keyout"])
+            .arg(dir.join("ca.key"))
+            .arg("-out")
+            .arg(&ca)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        let root = format!("sslrootcert={}", ca.display());
+        for text in [
+            format!("hostaddr=127.0.0.1 user=u sslmode=verify-full {root}"),
+            format!("host='db,' hostaddr=127.0.0.1,::1 user=u sslmode=verify-full {root}"),
+        ] {
+            let err = check(&text, &[("HOME", "/nonexistent")]).unwrap_err();
+            assert!(
+                err.to_string().contains("a hostaddr alone"),
+                "{text}: {err}"
+            );
+        }
+        // With a name, or with verify-ca (no name check), it goes ahead.
+        for text in [
+            format!("host=db hostaddr=127.0.0.1 user=u sslmode=verify-full {root}"),
+            format!("hostaddr=127.0.0.1 user=u sslmode=verify-ca {root}"),
+        ] {
+            check(&text, &[("HOME", "/nonexistent")]).unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

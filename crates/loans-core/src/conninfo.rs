@@ -288,8 +288,13 @@ fn decode(text: &str, what: &str) -> Result<String, String> {
 /// libpq's `key = value` form: a value bare (up to white space) or in single quotes, with
 /// backslash escaping the next character in both.
 fn parse_words(text: &str) -> Result<Conninfo, String> {
+    const HIDDEN: &str = "a word after the password is not a keyword=value pair (a password \
+                          with white space in it must be in single quotes)";
     let mut info = Conninfo::default();
     let mut chars = text.chars().peekable();
+    // After an unquoted password, a word that is no keyword is likely the rest of a password
+    // with a space in it: not to be shown.
+    let mut after_bare_password = false;
     loop {
         while chars.next_if(|c| blank(*c)).is_some() {}
         if chars.peek().is_none() {
@@ -301,12 +306,16 @@ fn parse_words(text: &str) -> Result<Conninfo, String> {
         }
         while chars.next_if(|c| blank(*c)).is_some() {}
         if chars.next_if_eq(&'=').is_none() {
+            if after_bare_password {
+                return Err(HIDDEN.to_owned());
+            }
             return Err(format!(
                 "missing \"=\" after \"{key}\" in the connection string"
             ));
         }
         while chars.next_if(|c| blank(*c)).is_some() {}
         let mut value = String::new();
+        let quoted = chars.peek() == Some(&'\'');
         if chars.next_if_eq(&'\'').is_some() {
             loop {
                 match chars.next() {
@@ -329,6 +338,15 @@ fn parse_words(text: &str) -> Result<Conninfo, String> {
                 }
             }
         }
+        let known = key == "requiressl"
+            || SUPPORTED
+                .iter()
+                .chain(UNSUPPORTED)
+                .any(|(name, _)| *name == key);
+        if after_bare_password && !known {
+            return Err(HIDDEN.to_owned());
+        }
+        after_bare_password = key == "password" && !quoted;
         info.set(&key, &value)?;
     }
 }
@@ -357,6 +375,28 @@ pub(crate) mod tests {
             .collect();
         list.sort();
         list
+    }
+
+    #[test]
+    fn the_cron_job_is_handed_every_variable_libpq_reads() {
+        // docker/cron-entrypoint writes the job's environment from a list: a variable missing
+        // there (PGREQUIRESSL, PGHOSTADDR, PGPASSFILE) made the job connect otherwise than the
+        // first run, which sees the container's environment.
+        let script = include_str!("../../../docker/cron-entrypoint");
+        let listed: Vec<&str> = script
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .collect();
+        let vars = SUPPORTED
+            .iter()
+            .chain(UNSUPPORTED)
+            .filter_map(|(_, var)| *var)
+            .chain(["PGREQUIRESSL", "PGCONNECT_TIMEOUT", "DATABASE_URL"]);
+        for var in vars {
+            assert!(
+                listed.contains(&var),
+                "docker/cron-entrypoint does not pass {var} on"
+            );
+        }
     }
 
     #[test]
@@ -476,6 +516,35 @@ pub(crate) mod tests {
         );
         assert_eq!(pairs("host= h"), kv(&[("host", "h")]));
         assert_eq!(pairs("host=''"), kv(&[("host", "")]));
+    }
+
+    #[test]
+    fn the_rest_of_a_password_with_a_space_is_not_shown() {
+        // libpq names the word ("missing = after ..."), which here is part of the password.
+        for text in [
+            "host=h password=first s3cret",
+            "host=h password=first s3cret=x user=u",
+            "password=first s3cret",
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(!err.contains("s3cret"), "{text}: {err}");
+            assert!(err.contains("must be in single quotes"), "{text}: {err}");
+        }
+        // A keyword libpq knows after the password, or any word after a quoted one, is named as
+        // before; an unknown one right after a bare password may be its rest, and is not.
+        assert_eq!(
+            parse("password=pw sslcert=c.pem").unwrap_err(),
+            "the connection option \"sslcert\" is not supported by these tools"
+        );
+        assert_eq!(
+            parse("password='pw' sslmod=require").unwrap_err(),
+            "invalid connection option \"sslmod\""
+        );
+        assert_eq!(
+            parse("password='pw' oops").unwrap_err(),
+            r#"missing "=" after "oops" in the connection string"#
+        );
+        assert!(parse("password=pw host=h").is_ok());
     }
 
     #[test]

@@ -80,8 +80,8 @@ pub struct SourceArgs {
     /// --database-url; its password stays out of every message and of loan_loads). Without FILE
     /// or this option, the URL is read from LOANS_SOURCE_DB, which keeps the password out of
     /// crontab and ps; a FILE given on the command line wins over it. The session is read-only.
-    /// PG* variables are not read for it: everything comes from the URL and the --source-*
-    /// options.
+    /// PG* variables are not read for it but PGPASSFILE: everything else comes from the URL and
+    /// the --source-* options.
     #[arg(long, value_name = "URL", conflicts_with = "file")]
     pub source_db: Option<String>,
 
@@ -114,8 +114,8 @@ impl SourceArgs {
         self.validate_with(connect_timeout, |name| std::env::var(name).ok())
     }
 
-    /// As [`SourceArgs::validate`], reading `LOANS_SOURCE_DB` and `HOME` (for libpq's default
-    /// root certificate file) through `env`.
+    /// As [`SourceArgs::validate`], reading `LOANS_SOURCE_DB`, `PGPASSFILE` and `HOME` (for the
+    /// password file and libpq's default root certificate file) through `env`.
     pub fn validate_with(
         &self,
         connect_timeout: u64,
@@ -138,7 +138,9 @@ impl SourceArgs {
             .validate_with("loans-load", |name| match name {
                 "PGSSLMODE" => self.source_sslmode.clone(),
                 "PGSSLROOTCERT" => self.source_sslrootcert.clone(),
-                "HOME" => env("HOME"),
+                // The password file is matched on host, port, database and user, so the
+                // destination's lines cannot serve the source.
+                "HOME" | "PGPASSFILE" => env(name),
                 _ => None,
             })
             .map_err(|err| ConfigError::Source(Box::new(err)))?;
@@ -672,6 +674,34 @@ fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_source_reads_the_password_file_pgpassfile_names() {
+        // As ~/.pgpass is read for the source, so is the file PGPASSFILE names instead of it.
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("loans-source-pgpass-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pgpass");
+        std::fs::write(&file, "src.example:5432:sales:reader:from-file\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let args = SourceArgs {
+            source_db: Some("postgresql://reader@src.example/sales".to_owned()),
+            source_query: DEFAULT_SOURCE_QUERY.to_owned(),
+            source_sslmode: None,
+            source_sslrootcert: None,
+        };
+        let file_text = file.to_str().unwrap().to_owned();
+        let source = args
+            .validate_with(5, |name| match name {
+                "PGPASSFILE" => Some(file_text.clone()),
+                "HOME" => Some("/nonexistent".to_owned()),
+                _ => None,
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(source.db.pg.get_password(), Some(&b"from-file"[..]));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn copy_text_is_tab_separated_with_iso_dates() {

@@ -6,6 +6,7 @@
 //! the first matching line wins. The file is ignored, with a warning, when it is not a plain file
 //! or when its group or others have any access to it, as libpq does.
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -33,8 +34,16 @@ pub(crate) fn lookup(file: &Path, key: Key<'_>) -> Option<String> {
         );
         return None;
     }
-    let bytes = std::fs::read(file).ok()?;
-    find(&String::from_utf8_lossy(&bytes), key)
+    // Line by line, as libpq reads it, stopping at the first match: a huge file (a log named by
+    // mistake) is not read into memory whole.
+    let reader = BufReader::new(std::fs::File::open(file).ok()?);
+    for line in reader.split(b'\n') {
+        let line = line.ok()?;
+        if let Some(password) = find(&String::from_utf8_lossy(&line), key) {
+            return Some(password);
+        }
+    }
+    None
 }
 
 /// The first line of `contents` that matches `key`, de-escaped (libpq's `passwordFromFile`).
@@ -165,6 +174,19 @@ mod tests {
         std::fs::write(&file, "*:*:*:*:pw\n").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(lookup(&file, KEY).as_deref(), Some("pw"));
+        // A huge file whose first line matches is not read whole: 64 GiB, sparse, so nothing is
+        // written, but reading it all into memory would fail or take minutes.
+        let huge = dir.join("huge");
+        std::fs::write(&huge, "*:*:*:*:early\n").unwrap();
+        std::fs::set_permissions(&huge, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&huge)
+            .unwrap()
+            .set_len(64 << 30)
+            .unwrap();
+        assert_eq!(lookup(&huge, KEY).as_deref(), Some("early"));
+        std::fs::remove_file(&huge).unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert_eq!(lookup(&file, KEY), None);
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o604)).unwrap();

@@ -137,7 +137,9 @@ pub(crate) fn configure(
     let roots = match (root_cert, default_file) {
         (Some("system"), _) => Some(Roots::System),
         (Some(path), _) => Some(Roots::File(PathBuf::from(path))),
-        (None, Some(file)) if file.is_file() => Some(Roots::File(file)),
+        // libpq uses the default file when stat() finds it, whatever it is: a directory there
+        // is an error, not a reason to skip the checks.
+        (None, Some(file)) if file.exists() => Some(Roots::File(file)),
         (None, file) if mode.verifies() => {
             let missing = file.map_or_else(String::new, |file| {
                 format!(
@@ -202,6 +204,7 @@ impl Roots {
         let mut store = RootCertStore::empty();
         match self {
             Roots::File(path) => {
+                plain_file(path, "the root certificate file")?;
                 let certs = CertificateDer::pem_file_iter(path)
                     .and_then(Iterator::collect::<Result<Vec<_>, _>>)
                     .map_err(|err| {
@@ -223,6 +226,10 @@ impl Roots {
                 }
             }
             Roots::System => {
+                // The store reads SSL_CERT_FILE, as OpenSSL does, when it is set.
+                if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+                    plain_file(Path::new(&file), "sslrootcert=system: SSL_CERT_FILE")?;
+                }
                 let found = rustls_native_certs::load_native_certs();
                 let (added, _) = store.add_parsable_certificates(found.certs);
                 if added == 0 {
@@ -235,6 +242,15 @@ impl Roots {
         }
         Ok(store)
     }
+}
+
+/// A device or a FIFO would be read without end (/dev/zero fills memory) or block forever,
+/// before any timeout applies: certificates come from a plain file (or a link to one) only.
+fn plain_file(path: &Path, what: &str) -> Result<(), String> {
+    if std::fs::metadata(path).is_ok_and(|meta| !meta.is_file()) {
+        return Err(format!("{what} {} is not a plain file", path.display()));
+    }
+    Ok(())
 }
 
 /// Checks the server's certificate as far as the mode asks, and words a refusal for the user.
@@ -381,10 +397,34 @@ mod tests {
         assert!(err.contains("give one with sslrootcert"), "{err}");
         // require does not: it encrypts without checking, as libpq does.
         assert!(configure(SslMode::Require, None, Some(&home)).is_ok());
+        // Something that is not a file at the default path: refused, as libpq refuses it, not
+        // taken as no root certificate (which would let require connect unchecked).
+        std::fs::create_dir_all(home.join(".postgresql/root.crt")).unwrap();
+        let err = configure(SslMode::Require, None, Some(&home)).unwrap_err();
+        assert!(
+            err.ends_with(".postgresql/root.crt is not a plain file"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&home).unwrap();
         let err = configure(SslMode::Require, Some("/nonexistent/ca.pem"), None).unwrap_err();
         assert!(
             err.starts_with("cannot read the root certificate file /nonexistent/ca.pem"),
             "{err}"
         );
+        // A device or a FIFO is refused at once: reading /dev/zero filled memory, and a FIFO
+        // with no writer blocked the run forever.
+        let dir = std::env::temp_dir().join(format!("loans-tls-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("root.crt");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        for path in ["/dev/zero", fifo.to_str().unwrap(), dir.to_str().unwrap()] {
+            let err = configure(SslMode::VerifyFull, Some(path), None).unwrap_err();
+            assert!(err.ends_with("is not a plain file"), "{path}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

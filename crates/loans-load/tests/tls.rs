@@ -171,3 +171,18 @@ fn a_pull_from_a_source_database_takes_its_own_tls_settings() {
         rows.to_string()
     );
 }
+
+#[test]
+fn the_system_store_read_from_a_device_is_refused_not_read_forever() {
+    // rustls-native-certs reads SSL_CERT_FILE, as OpenSSL does: /dev/zero there filled memory
+    // until killed. Bounded by timeout(1), so a hang shows as its status 124.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small.csv");
+    let out = Cmd::new("timeout")
+        .env("HOME", setup().certs.join("home"))
+        .env("SSL_CERT_FILE", "/dev/zero")
+        .args(["20", BIN, "--database-url"])
+        .arg(url(HOST, "&sslrootcert=system"))
+        .arg(fixture)
+        .expect(2);
+    out.assert_stderr_has("SSL_CERT_FILE /dev/zero is not a plain file");
+}
