@@ -474,3 +474,57 @@ fn the_reader_reads_the_projects_tables_only_not_another_applications() {
             .unwrap_or_else(|e| panic!("the reader cannot read {relation}: {e}"));
     }
 }
+
+/// A function an analyst would plant: a better match for the rollup's `unnest(ARRAY['…'])` than
+/// pg_catalog's `unnest(anyarray)`, so a run would call it, as the tools' role.
+const PLANTED: &str = "CREATE FUNCTION public.unnest(names text[]) RETURNS SETOF text
+    LANGUAGE sql AS $$ SELECT 'planted_by_' || session_user $$";
+
+#[test]
+fn an_analyst_cannot_plant_a_function_where_the_tools_look_even_if_public_may_create() {
+    let db = cluster().fresh_db();
+    // As in a database made before PostgreSQL 15 (or from a template that grants it).
+    db.execute("GRANT CREATE ON SCHEMA public TO PUBLIC");
+    rollup(&db).expect(0);
+    let (user, url) = analyst(&db);
+    let mut a = loans_testkit::cluster::connect(&url);
+    let err = a
+        .batch_execute(PLANTED)
+        .expect_err("the analyst made a function in public");
+    assert_eq!(sqlstate(&err), "42501", "{err}");
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT has_schema_privilege('{user}', 'public', 'CREATE')"
+        )),
+        Some("false".into())
+    );
+}
+
+#[test]
+fn the_migration_stops_at_a_function_an_analyst_planted_before_it_naming_it() {
+    let db = cluster().fresh_db();
+    database_at_v004(&db);
+    db.execute("GRANT CREATE ON SCHEMA public TO PUBLIC");
+    let (user, url) = analyst(&db);
+    loans_testkit::cluster::connect(&url)
+        .batch_execute(PLANTED)
+        .unwrap();
+    let out = rollup(&db).expect(70);
+    assert_no_panic(&out);
+    out.assert_stderr_has(&format!("unnest(text[]) (a function of {user})"))
+        .assert_stderr_has("HINT: drop them");
+    assert_eq!(
+        db.scalar("SELECT max(version) FROM schema_migrations"),
+        Some("4".into())
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM rollup_runs"),
+        Some("0".into())
+    );
+    db.execute("DROP FUNCTION public.unnest(text[])");
+    rollup(&db)
+        .expect(0)
+        .assert_stderr_has("applied migration V005__");
+    // The run's warning would have named the planted function's row as a trigger.
+    assert!(!rollup(&db).expect(0).stderr.contains("planted_by_"));
+}

@@ -5,6 +5,10 @@
 --     reader) cannot take it, as it could take the advisory lock used until now;
 --   - loans_reader reads the project's own tables and views, named one by one, instead of every
 --     table in the schema;
+--   - nobody but the schema's owner creates objects in the schema of loans: the tools' statements
+--     find functions and operators through their search_path, so a function an analyst made
+--     there (public.unnest(text[]) is a better match than pg_catalog's unnest(anyarray)) would
+--     run inside a run, as the tools' role;
 --   - the change log cannot be bypassed: the trigger function names its table with its schema and
 --     runs with a fixed search_path (a temporary table called loans_changes is not it), and the
 --     triggers fire in replica mode too (session_replication_role = replica, logical replication).
@@ -106,5 +110,52 @@ BEGIN
                     rollup_versions, rollup_lock, default_liquidation_rolling_avg,
                     default_liquidation_rolling_avg_hist
        TO loans_reader;
+END
+$$;
+
+-- Creating objects where the tools look. PostgreSQL 15 no longer grants CREATE on public to
+-- PUBLIC in a new database, but a database made by an older version, or from a template that
+-- grants it, still does; then a member of loans_reader could make a function that a tool's
+-- statement calls instead of the built-in one, with the tools' privileges. CREATE is taken from
+-- PUBLIC and the reader; if the reader still has it (granted to another of its roles), or one of
+-- its members has made a function or operator there already, the migration stops and says so.
+DO $$
+DECLARE
+    schema  oid  := (SELECT relnamespace FROM pg_class WHERE oid = 'loans'::regclass);
+    planted text;
+BEGIN
+    BEGIN
+        EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC', schema::regnamespace);
+    EXCEPTION WHEN insufficient_privilege THEN
+        NULL;
+    END;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'loans_reader') THEN
+        RETURN;
+    END IF;
+    EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM loans_reader', schema::regnamespace);
+    IF has_schema_privilege('loans_reader', schema, 'CREATE') THEN
+        RAISE EXCEPTION 'loans_reader may create objects in schema %, where the tools look up functions and operators',
+                        schema::regnamespace
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('the schema''s owner runs REVOKE CREATE ON SCHEMA %I FROM PUBLIC, and '
+                                'from each role of loans_reader''s that has it, then starts any loans tool again',
+                                schema::regnamespace);
+    END IF;
+    SELECT string_agg(what, ', ' ORDER BY what) INTO planted
+      FROM (SELECT p.oid::regprocedure::text || ' (a function of ' || r.rolname || ')' AS what
+              FROM pg_proc AS p JOIN pg_roles AS r ON r.oid = p.proowner
+             WHERE p.pronamespace = schema AND NOT r.rolsuper AND r.rolname <> current_user
+               AND pg_has_role(r.oid, 'loans_reader', 'MEMBER')
+            UNION ALL
+            SELECT o.oid::regoperator::text || ' (an operator of ' || r.rolname || ')'
+              FROM pg_operator AS o JOIN pg_roles AS r ON r.oid = o.oprowner
+             WHERE o.oprnamespace = schema AND NOT r.rolsuper AND r.rolname <> current_user
+               AND pg_has_role(r.oid, 'loans_reader', 'MEMBER')) AS found;
+    IF planted IS NOT NULL THEN
+        RAISE EXCEPTION 'members of loans_reader made objects in schema % that the tools'' statements could call: %',
+                        schema::regnamespace, planted
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'drop them (DROP FUNCTION ..., DROP OPERATOR ...), then start any loans tool again';
+    END IF;
 END
 $$;
