@@ -49,26 +49,6 @@ fn analyst(db: &TestDb) -> (String, String) {
     (user.clone(), format!("postgresql://{user}:reads@{server}"))
 }
 
-/// A database as V004 left it: the first four migrations applied by hand, as an older binary did.
-fn database_at_v004(db: &TestDb) {
-    let mut client = db.client();
-    client
-        .batch_execute(
-            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
-                                             checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .unwrap();
-    for m in &loans_core::migrations::MIGRATIONS[..4] {
-        client.batch_execute(m.sql).unwrap();
-        client
-            .execute(
-                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                &[&m.version, &m.name, &m.checksum()],
-            )
-            .unwrap();
-    }
-}
-
 const DAY: &str = "2022-01-05";
 
 #[test]
@@ -130,7 +110,7 @@ fn a_day_no_tool_can_handle_fails_each_run_naming_it_and_the_next_run_after_the_
 #[test]
 fn the_migration_refuses_a_database_holding_such_a_day_naming_it_and_what_to_do() {
     let db = cluster().fresh_db();
-    database_at_v004(&db);
+    db.migrate_to(4);
     db.execute(
         "INSERT INTO loan_loads (source, sha256, started_at) VALUES ('x', 'y', now());
          INSERT INTO loans VALUES ('2023-01-01', 10, 2, 8, NULL, 1, now()),
@@ -333,7 +313,7 @@ fn a_run_lock_held_by_someone_is_named_and_the_run_exits_75_at_once() {
 #[test]
 fn an_analyst_delays_a_migration_only_for_a_bounded_wait_that_names_them() {
     let db = cluster().fresh_db();
-    database_at_v004(&db);
+    db.migrate_to(4);
     let (user, url) = analyst(&db);
     let mut a = loans_testkit::cluster::connect(&url);
     a.batch_execute(&format!(
@@ -452,7 +432,7 @@ fn a_change_log_trigger_not_enabled_always_makes_every_run_recompute_every_day()
 #[test]
 fn the_reader_reads_the_projects_tables_only_not_another_applications() {
     let db = cluster().fresh_db();
-    database_at_v004(&db);
+    db.migrate_to(4);
     // Another application's tables in the same schema: one from before the upgrade (V004's
     // default privileges granted it to the reader), one from after.
     db.execute("CREATE TABLE other_app_before (secret text)");
@@ -503,7 +483,7 @@ fn an_analyst_cannot_plant_a_function_where_the_tools_look_even_if_public_may_cr
 #[test]
 fn the_migration_stops_at_a_function_an_analyst_planted_before_it_naming_it() {
     let db = cluster().fresh_db();
-    database_at_v004(&db);
+    db.migrate_to(4);
     db.execute("GRANT CREATE ON SCHEMA public TO PUBLIC");
     let (user, url) = analyst(&db);
     loans_testkit::cluster::connect(&url)

@@ -558,22 +558,8 @@ fn snapshots_made_before_v003_survive_the_migration() {
     // A database as V002 left it: full snapshots, one per run, made here by hand. Jan 2 changes
     // between runs 1 and 2, Jan 3 is gone in run 3, and run 4 failed.
     let db = cluster().fresh_db();
+    db.migrate_to(2);
     let mut client = db.client();
-    client
-        .batch_execute(
-            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
-                                             checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .unwrap();
-    for m in &loans_core::migrations::MIGRATIONS[..2] {
-        client.batch_execute(m.sql).unwrap();
-        client
-            .execute(
-                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                &[&m.version, &m.name, &m.checksum()],
-            )
-            .unwrap();
-    }
     client
         .batch_execute(
             "INSERT INTO loan_loads (source, sha256, started_at) VALUES ('x', 'y', now());

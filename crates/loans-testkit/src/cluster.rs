@@ -111,6 +111,30 @@ impl TestDb {
         }
     }
 
+    /// Brings the database to schema version `n` as an older binary would have: the first `n`
+    /// migrations applied and recorded, nothing after them; for tests of an upgrade.
+    pub fn migrate_to(&self, n: usize) {
+        let mut client = self.client();
+        client
+            .batch_execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+                                                 checksum text NOT NULL,
+                                                 applied_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .expect("create schema_migrations");
+        for m in &loans_core::migrations::MIGRATIONS[..n] {
+            client
+                .batch_execute(m.sql)
+                .unwrap_or_else(|e| panic!("V{:03}: {e}", m.version));
+            client
+                .execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    &[&m.version, &m.name, &m.checksum()],
+                )
+                .expect("record the migration");
+        }
+    }
+
     /// Runs statements (no results).
     pub fn execute(&self, sql: &str) {
         self.client()
