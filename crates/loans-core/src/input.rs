@@ -492,9 +492,7 @@ impl<R: Read> LoanCsv<R> {
             let take = end.unwrap_or(buf.len());
             if self.record.len() + take > MAX_LINE_BYTES {
                 let line = self.line + 1;
-                if std::str::from_utf8(&self.record).is_err()
-                    || std::str::from_utf8(&buf[..take]).is_err()
-                {
+                if invalid_utf8(&self.record) || invalid_utf8(&buf[..take]) {
                     return Err(self.error(InputErrorKind::NotUtf8 { line }));
                 }
                 return Err(self.error(InputErrorKind::TooLong { line }));
@@ -511,6 +509,17 @@ impl<R: Read> LoanCsv<R> {
             }
         }
     }
+}
+
+/// Whether `part`, a piece of a line cut wherever a read ended, holds bytes that are not UTF-8:
+/// a character cut at either end of it may be whole in the line, so it does not count.
+fn invalid_utf8(part: &[u8]) -> bool {
+    let cut = part
+        .iter()
+        .take(3)
+        .take_while(|&&b| b & 0xC0 == 0x80)
+        .count();
+    std::str::from_utf8(&part[cut..]).is_err_and(|err| err.error_len().is_some())
 }
 
 /// A line's number, and whether its quoting is right.
@@ -1266,6 +1275,26 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "t.csv: line 3: not UTF-8 text; expected a CSV file"
+        );
+    }
+
+    #[test]
+    fn a_long_line_of_valid_utf8_is_too_long_not_binary() {
+        // Two-byte characters over several reads: one straddles the limit and the buffer's end.
+        for pad in ["", "a"] {
+            let text = format!("{HEAD}{pad}{}\n", "é".repeat(MAX_LINE_BYTES));
+            let err = read(text.as_bytes()).unwrap_err();
+            assert!(
+                matches!(err.kind, InputErrorKind::TooLong { line: 2 }),
+                "{pad:?}: {err}"
+            );
+        }
+        let mut text = format!("{HEAD}{}", "é".repeat(MAX_LINE_BYTES)).into_bytes();
+        text.insert(HEAD.len() + 1000, 0xff);
+        let err = read(&text).unwrap_err();
+        assert!(
+            matches!(err.kind, InputErrorKind::NotUtf8 { line: 2 }),
+            "{err}"
         );
     }
 
