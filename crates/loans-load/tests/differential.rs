@@ -7,6 +7,7 @@
 //! reference refuses. `LOANS_DIFFERENTIAL_SEED` and `LOANS_DIFFERENTIAL_CASES` run other and
 //! more cases than the default 240 of one seed.
 
+use loans_testkit::rng::SplitMix as Rng;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -133,31 +134,6 @@ const BEFORE: &str = "DELETE FROM loans; DELETE FROM loan_loads;
     INSERT INTO loans VALUES ('1000-01-01', 7, 3, 4, NULL, 1, now()),
                              ('1000-01-02', 9, 0, 1, NULL, 1, now());";
 
-/// splitmix64: small, seeded, and the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
-
 /// A valid extract, written in one of the ways the rules allow.
 fn extract(rng: &mut Rng) -> Vec<u8> {
     let ends = ["\n", "\r\n", "\r"];
@@ -213,9 +189,9 @@ fn extract(rng: &mut Rng) -> Vec<u8> {
             out.push_str(end(rng));
         }
         let top = *rng.pick(&[10u64, 1000, i32::MAX as u64]);
-        let loans = rng.next() % (top + 1);
-        let defaults = rng.next() % (loans + 1);
-        let liquidations = rng.next() % (loans - defaults + 1);
+        let loans = rng.next_u64() % (top + 1);
+        let defaults = rng.next_u64() % (loans + 1);
+        let liquidations = rng.next_u64() % (loans - defaults + 1);
         let date = (start + chrono::Days::new(day as u64)).to_string();
         let fields: Vec<String> = [
             date,

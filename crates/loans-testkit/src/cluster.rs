@@ -378,24 +378,15 @@ impl OwnCluster {
         } else {
             ""
         };
-        let script = format!(
-            "while [ -d /proc/{pid} ]; do sleep 0.5; done; \
-             {runas}'{pg_ctl}' -D '{data}' stop -m immediate >/dev/null 2>&1; \
-             rm -rf '{dir}'",
-            pid = std::process::id(),
-            pg_ctl = self.bindir.join("pg_ctl").display(),
-            data = self.data().display(),
-            dir = self.dir.display(),
+        after_this_process(
+            &format!(
+                "{runas}'{pg_ctl}' -D '{data}' stop -m immediate >/dev/null 2>&1; rm -rf '{dir}'",
+                pg_ctl = self.bindir.join("pg_ctl").display(),
+                data = self.data().display(),
+                dir = self.dir.display(),
+            ),
+            "the cluster's cleanup watcher",
         );
-        // Deliberately not waited for: it must outlive this process.
-        #[allow(clippy::zombie_processes)]
-        let _watcher = Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the cluster's cleanup watcher");
     }
 }
 
@@ -474,20 +465,10 @@ fn postgres_ids() -> (u32, u32) {
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("loans-{name}-{}", std::process::id()));
     fs::create_dir_all(&dir).expect("create a scratch folder");
-    let script = format!(
-        "while [ -d /proc/{pid} ]; do sleep 0.5; done; rm -rf '{dir}'",
-        pid = std::process::id(),
-        dir = dir.display(),
+    after_this_process(
+        &format!("rm -rf '{}'", dir.display()),
+        "the scratch folder's cleanup watcher",
     );
-    // Deliberately not waited for: it must outlive this process.
-    #[allow(clippy::zombie_processes)]
-    let _watcher = Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the scratch folder's cleanup watcher");
     dir
 }
 
@@ -497,4 +478,22 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind a free port")
+}
+
+/// Runs `commands` in a small shell process that outlives this one, once this test process has
+/// ended, however it ended.
+fn after_this_process(commands: &str, what: &str) {
+    let script = format!(
+        "while [ -d /proc/{pid} ]; do sleep 0.5; done; {commands}",
+        pid = std::process::id()
+    );
+    // Deliberately not waited for: it must outlive this process.
+    #[allow(clippy::zombie_processes)]
+    let _watcher = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
 }

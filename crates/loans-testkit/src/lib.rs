@@ -7,6 +7,7 @@ pub mod certs;
 pub mod cluster;
 pub mod command;
 pub mod hostile_args;
+pub mod rng;
 pub mod sample;
 
 use std::path::PathBuf;

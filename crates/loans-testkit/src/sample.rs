@@ -9,6 +9,7 @@
 //! the same ranges; on mature days defaults + liquidations = loans; the newest ~10 weeks show no
 //! outcomes yet, and defaults show up only after about four months.
 
+use crate::rng::SplitMix;
 use std::io::{self, Write};
 
 use chrono::{Datelike, Days, NaiveDate};
@@ -122,24 +123,6 @@ impl Spec {
         let mut out = Vec::new();
         self.write(&mut out).expect("writing to memory");
         String::from_utf8(out).expect("the generator writes ASCII")
-    }
-}
-
-/// SplitMix64: a small, well-mixed generator; enough for plausible numbers, and stable forever.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
