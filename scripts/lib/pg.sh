@@ -5,8 +5,14 @@
 #                                  PG_PORT: PG_PORT_WANTED if set, else a free port. With PG_PASSWORD set,
 #                                  TCP connections need it (scram-sha-256) and it is the
 #                                  superuser's; otherwise trust. fsync is off unless PG_DURABLE=1.
+#                                  DIR is made private to the cluster's owner (mode 700): it holds
+#                                  the socket, which trusts whoever can reach it.
 #   pg_stop DIR                    stop it (the folder is left for the caller to remove)
 #   pg_running DIR                 true when DIR's cluster is running
+#   pg_dir_check DIR               true when DIR is fit for a cluster of ours: a folder, not a link,
+#                                  owned by the cluster's owner, that group and others cannot
+#                                  write to, holding a cluster or nothing but initdb's leftovers;
+#                                  else prints why not (to follow "which") and is false
 #   pg_psql DIR DB -c SQL          psql as the superuser over the cluster's socket
 # initdb and postgres refuse to run as root, so as root they run as the `postgres` user.
 # It sources tools.sh, for as_root and apt_install.
@@ -68,10 +74,11 @@ pg_start() {
     chown postgres:postgres "$dir"
     chmod o+x "$(dirname "$dir")"
   fi
+  chmod 700 "$dir"
   if [ ! -f "$dir/data/PG_VERSION" ]; then
     local auth=(-A trust)
     if [ -n "${PG_PASSWORD:-}" ]; then
-      printf '%s\n' "$PG_PASSWORD" >"$dir/pwfile"
+      (umask 077 && printf '%s\n' "$PG_PASSWORD" >"$dir/pwfile")
       [ "$(id -u)" != 0 ] || chown postgres "$dir/pwfile"
       auth=(--auth-local=trust --auth-host=scram-sha-256 --pwfile="$dir/pwfile")
     fi
@@ -104,6 +111,31 @@ pg_running() {
   local dir=$1 bin
   bin=$(pg_bindir) || return 1
   [ -f "$dir/data/postmaster.pid" ] && pg_as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1
+}
+
+pg_dir_check() {
+  local dir=$1 owner found mode
+  owner=$(id -un)
+  [ "$(id -u)" != 0 ] || owner=postgres
+  if [ -L "$dir" ] || [ ! -d "$dir" ]; then
+    echo "is not a folder"
+    return 1
+  fi
+  found=$(stat -c %U "$dir")
+  if [ "$found" != "$owner" ]; then
+    echo "belongs to $found, not $owner"
+    return 1
+  fi
+  mode=$(stat -c %a "$dir")
+  if (((8#$mode & 8#022) != 0)); then
+    echo "group or others can write to (mode $mode)"
+    return 1
+  fi
+  if [ ! -f "$dir/data/PG_VERSION" ] &&
+    [ -n "$(find "$dir" -mindepth 1 -maxdepth 1 ! -name initdb.log ! -name pwfile -print -quit)" ]; then
+    echo "holds files but no cluster"
+    return 1
+  fi
 }
 
 pg_stop() {
