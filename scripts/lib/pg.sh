@@ -93,11 +93,13 @@ pg_start() {
   fi
   local extra
   for extra in "$@"; do settings+=" -c $extra"; done
+  # pg_ctl hands -o to a shell: DIR goes in quotes, so a folder with a space or a quote works.
+  local quoted_dir="'${dir//\'/\'\\\'\'}'"
   local attempt
   for attempt in 1 2 3 4 5; do
     PG_PORT=${PG_PORT_WANTED:-$(pg_free_port)}
     if pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-p $PG_PORT -k $dir $settings" start >/dev/null 2>&1; then
+      -o "-p $PG_PORT -k $quoted_dir $settings" start >/dev/null 2>&1; then
       export PG_PORT
       return 0
     fi
