@@ -1,5 +1,7 @@
 # The image for the `loader` and `cron` services: loans-load, loans-rollup and loans-verify in
-# /usr/local/bin, plus cron and logrotate (for cron.log). Built by `docker compose up`; see docker-compose.yml.
+# /usr/local/bin, plus cron and logrotate (for cron.log). Built by `docker compose up`; see
+# docker-compose.yml. The tools run as the unprivileged user loans; only the cron service's
+# entry point runs as root, to run cron (docker/cron-entrypoint).
 
 # --- build: the workspace's binaries (the postgres crate needs Rust 1.85 or later) -------------
 FROM rust:1.93-slim-bookworm AS build
@@ -46,8 +48,16 @@ RUN apt-get update \
 COPY --from=build /src/target/release/loans-load /src/target/release/loans-rollup \
      /src/target/release/loans-verify /usr/local/bin/
 COPY docker/cron-entrypoint /usr/local/bin/loans-cron-entrypoint
+COPY docker/cron-job /usr/local/bin/loans-cron-job
+COPY docker/cron-health /usr/local/bin/loans-cron-health
 COPY docker/crontab /etc/cron.d/loans
-RUN chmod 0644 /etc/cron.d/loans
+# The user loans, with a fixed uid, so that files it writes to a bind mount have the same owner on
+# every build; USER names it by number, which the host can resolve too.
+RUN chmod 0644 /etc/cron.d/loans \
+ && groupadd --system --gid 10001 loans \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin loans
 
 ENV TZ=UTC
+USER 10001:10001
 CMD ["loans-load", "--help"]

@@ -655,3 +655,38 @@ fn help_teaches_usage_and_lists_exit_statuses() {
     out.assert_stderr_has("--no-such-option");
     Cmd::new(BIN).expect(2);
 }
+
+#[test]
+fn the_databases_owner_needs_no_superuser_to_migrate_and_load() {
+    // As the compose stack has it (docker/initdb/roles.sh): a superuser made loans_reader and
+    // gave the database to a log-in role that may create neither roles nor databases.
+    let db = cluster().fresh_db();
+    let owner = format!("{}_owner", db.name);
+    let mut admin = cluster().admin();
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {owner} LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB;
+             ALTER DATABASE {} OWNER TO {owner};
+             DO $$ BEGIN CREATE ROLE loans_reader NOLOGIN;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;",
+            db.name
+        ))
+        .expect("the owner role");
+    let url = db.url.replacen("postgres@", &format!("{owner}@"), 1);
+    let out = Cmd::new(BIN)
+        .arg("--database-url")
+        .arg(&url)
+        .arg(repo_root().join("data/loans.csv"))
+        .expect(0);
+    assert_eq!(counts(&out), [620, 620, 0, 0]);
+    assert_eq!(
+        db.scalar("SELECT string_agg(DISTINCT pg_get_userbyid(relowner), ',') FROM pg_class WHERE relname IN ('loans', 'loan_loads', 'schema_migrations')"),
+        Some(owner.clone()),
+        "the tables belong to the database's owner"
+    );
+    assert_eq!(
+        db.scalar("SELECT has_table_privilege('loans_reader', 'loans', 'SELECT')::text"),
+        Some("true".into()),
+        "the migrations granted loans_reader its reads"
+    );
+}
