@@ -70,6 +70,10 @@ SELECT CASE
         THEN format('neither %s nor %s is a superuser here: nothing was changed', :'super', :'owner')
     WHEN (SELECT rolsuper FROM pg_roles WHERE rolname = :'analyst')
         THEN format('%s is a superuser: choose another LOANS_ANALYST_USER', :'analyst')
+    WHEN (SELECT NOT r.rolsuper AND r.rolname <> :'owner'
+            FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = :'db')
+        THEN format('the database %s and its tables belong to %s: LOANS_DB_USER is fixed once the volume exists',
+                    :'db', (SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = :'db'))
     ELSE '' END;
 SQL
 ) || { say "cannot reach the database $db as $super or $owner"; exit 1; }
@@ -176,7 +180,8 @@ SELECT 'CREATE ROLE loans_reader NOLOGIN'
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'loans_reader') \gexec
 SELECT format('CREATE ROLE %I LOGIN', :'analyst')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'analyst') \gexec
-SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'analyst', :'analyst_password') \gexec
+SELECT format('ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L',
+              :'analyst', :'analyst_password') \gexec
 SELECT format('GRANT loans_reader TO %I', :'analyst') \gexec
 SELECT format('CREATE ROLE %I LOGIN', :'owner')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'owner') \gexec
