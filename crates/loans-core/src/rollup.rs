@@ -258,7 +258,7 @@ UPDATE rollup_runs
 /// The version recorded in `rollup_runs.rollup_version`: the file's version and the start of its
 /// SHA-256, so an edit that forgot to bump the version still shows.
 pub fn rollup_version() -> String {
-    let sha = migrations::sha256_hex(ROLLUP_SQL.replace("\r\n", "\n").as_bytes());
+    let sha = crate::hash::sql_sha256_hex(ROLLUP_SQL);
     let version = ROLLUP_FILE
         .trim_end_matches(".sql")
         .rsplit('_')
@@ -303,7 +303,7 @@ impl Keep {
             " ({} days), the longest interval PostgreSQL holds",
             MAX_KEEP_SECONDS / 86_400
         );
-        match crate::checks::parse_duration_up_to(text, MAX_KEEP_SECONDS, &why) {
+        match crate::duration::parse_duration_up_to(text, MAX_KEEP_SECONDS, &why) {
             Ok(period) => Ok(Keep::Period(period)),
             Err(err) if err.ends_with(&why) => Err(err),
             Err(err) => Err(format!(
