@@ -65,8 +65,9 @@ pub enum VerifyError {
     #[error(transparent)]
     Input(#[from] input::InputError),
     /// A check waited [`LOCK_TIMEOUT`] for a lock (someone's `LOCK TABLE`, a migration).
-    #[error("{source}: gave up after waiting {LOCK_TIMEOUT} for a lock: {holders}")]
-    LockTimeout { source: DbError, holders: String },
+    /// The message names the statement and the server's words, so `cause` is not the source.
+    #[error("{cause}: gave up after waiting {LOCK_TIMEOUT} for a lock: {holders}")]
+    LockTimeout { cause: DbError, holders: String },
 }
 
 impl ExitStatus for VerifyError {
@@ -117,12 +118,12 @@ pub fn verify(options: &VerifyOptions) -> Result<Report, VerifyError> {
     let mut client = db::connect(&db)?;
     match run_checks(&mut client, options, csv) {
         // The transaction is over: say who held what a check waited for.
-        Err(VerifyError::Db(DbError::Query { context, source }))
-            if crate::locks::is_lock_timeout(&source) =>
+        Err(VerifyError::Db(DbError::Query { context, cause }))
+            if crate::locks::is_lock_timeout(&cause) =>
         {
             let holders = crate::locks::holders(&mut client, TABLES);
             Err(VerifyError::LockTimeout {
-                source: DbError::Query { context, source },
+                cause: DbError::Query { context, cause },
                 holders,
             })
         }
@@ -193,4 +194,21 @@ fn read_all(source: &Source) -> Result<Vec<LoanRow>, input::InputError> {
     }
     rows.sort_by_key(|r| r.date);
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::tests::{chain, client_error};
+
+    #[test]
+    fn a_lock_timeout_prints_the_statements_error_once_along_the_chain() {
+        let err = VerifyError::LockTimeout {
+            cause: DbError::query("checking loans")(client_error()),
+            holders: "pid 7 holds loans".into(),
+        };
+        let text = chain(&err);
+        assert_eq!(text.matches("checking loans: ").count(), 1, "{text}");
+        assert!(text.ends_with("for a lock: pid 7 holds loans"), "{text}");
+    }
 }

@@ -196,8 +196,8 @@ pub fn migrate(client: &mut Client) -> Result<usize, MigrationError> {
             Ok(true) => applied += 1,
             Ok(false) => return Ok(applied),
             // The transaction is over: say who held what it waited for.
-            Err(MigrationError::Db(DbError::Query { context, source }))
-                if crate::locks::is_lock_timeout(&source) =>
+            Err(MigrationError::Db(DbError::Query { context, cause }))
+                if crate::locks::is_lock_timeout(&cause) =>
             {
                 let holders = crate::locks::holders(client, &relations());
                 return Err(MigrationError::LockTimeout { context, holders });
