@@ -19,11 +19,14 @@ pub enum DbError {
     #[error("{context}: the connection to PostgreSQL failed: {reason}")]
     Lost { context: String, reason: String },
     /// A statement failed, or the connection dropped during one.
-    #[error("{context}: {}", explain(.source))]
+    ///
+    /// The message carries the server's words, DETAIL and HINT included (see [`explain`]); so
+    /// `cause` is not also offered as the error's source, which would have anything that walks
+    /// the chain print it twice.
+    #[error("{context}: {}", explain(.cause))]
     Query {
         context: String,
-        #[source]
-        source: postgres::Error,
+        cause: postgres::Error,
     },
 }
 
@@ -32,7 +35,7 @@ impl DbError {
     /// `.map_err(DbError::query("reading loans"))`.
     pub fn query(context: impl Into<String>) -> impl FnOnce(postgres::Error) -> DbError {
         let context = context.into();
-        move |source| DbError::Query { context, source }
+        move |cause| DbError::Query { context, cause }
     }
 }
 
@@ -40,7 +43,7 @@ impl ExitStatus for DbError {
     fn exit(&self) -> Exit {
         match self {
             DbError::Connect { .. } | DbError::Lost { .. } => Exit::Unavailable,
-            DbError::Query { source, .. } if lost_connection(source) => Exit::Unavailable,
+            DbError::Query { cause, .. } if lost_connection(cause) => Exit::Unavailable,
             DbError::Query { .. } => Exit::Software,
         }
     }
@@ -143,8 +146,48 @@ pub fn connect(config: &DbConfig) -> Result<Client, DbError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The error and its causes, outermost first, joined as a program that walks
+    /// [`std::error::Error::source`] prints them.
+    pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+        let mut text = err.to_string();
+        let mut cause = err.source();
+        while let Some(inner) = cause {
+            let _ = write!(text, ": {inner}");
+            cause = inner.source();
+        }
+        text
+    }
+
+    /// A real error of the client library with a cause of its own: a connection string it
+    /// refuses.
+    pub(crate) fn client_error() -> postgres::Error {
+        "port=none"
+            .parse::<postgres::Config>()
+            .expect_err("a port that is not a number is refused")
+    }
+
+    #[test]
+    fn a_failed_statements_cause_is_printed_once_along_the_chain() {
+        let cause = client_error();
+        let innermost = std::error::Error::source(&cause)
+            .expect("the library says what in the string is wrong")
+            .to_string();
+        let err = DbError::query("reading loans")(cause);
+        let text = chain(&err);
+        assert!(
+            text.starts_with("reading loans: invalid connection string"),
+            "{text}"
+        );
+        assert_eq!(text.matches(innermost.as_str()).count(), 1, "{text}");
+        assert_eq!(
+            text.matches("invalid connection string").count(),
+            1,
+            "{text}"
+        );
+    }
 
     #[test]
     fn losing_the_server_is_unavailable_not_internal() {

@@ -434,7 +434,7 @@ impl<R: Read> LoanCsv<R> {
 
     /// Hex SHA-256 of every byte read. Complete once [`LoanCsv::next_row`] has returned `None`.
     pub fn sha256(&self) -> String {
-        crate::migrations::hex(&self.reader.get_ref().hasher.clone().finalize())
+        crate::hash::hex(&self.reader.get_ref().hasher.clone().finalize())
     }
 
     /// An error about this file.
@@ -992,7 +992,7 @@ mod tests {
         let second = csv.next_row().unwrap().unwrap().unwrap_err();
         assert_eq!(second.line, 4, "LF, CRLF, CRLF: the bad row is on line 4");
         assert!(csv.next_row().unwrap().is_none());
-        assert_eq!(csv.sha256(), crate::migrations::sha256_hex(text.as_bytes()));
+        assert_eq!(csv.sha256(), crate::hash::sha256_hex(text.as_bytes()));
     }
 
     #[test]
@@ -1313,7 +1313,7 @@ mod tests {
         let text = format!("{HEAD}2021-08-28,1,0,1\n");
         let mut csv = LoanCsv::new("t".into(), text.as_bytes()).unwrap();
         while csv.next_row().unwrap().is_some() {}
-        assert_eq!(csv.sha256(), crate::migrations::sha256_hex(text.as_bytes()));
+        assert_eq!(csv.sha256(), crate::hash::sha256_hex(text.as_bytes()));
     }
 
     #[test]

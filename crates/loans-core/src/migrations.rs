@@ -10,7 +10,6 @@
 use postgres::error::SqlState;
 use postgres::types::Type;
 use postgres::{Client, GenericClient};
-use sha2::{Digest, Sha256};
 
 use crate::db::DbError;
 use crate::exit::{Exit, ExitStatus};
@@ -64,22 +63,8 @@ impl Migration {
 
     /// SHA-256 of the text, hex. Line ends are normalised so a CRLF checkout checks the same.
     pub fn checksum(&self) -> String {
-        sha256_hex(self.sql.replace("\r\n", "\n").as_bytes())
+        crate::hash::sql_sha256_hex(self.sql)
     }
-}
-
-/// Lower-case hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// Lower-case hex of a digest.
-pub(crate) fn hex(digest: &[u8]) -> String {
-    use std::fmt::Write as _;
-    digest.iter().fold(String::with_capacity(64), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
 }
 
 /// The schema cannot be brought to this binary's version.
@@ -211,8 +196,8 @@ pub fn migrate(client: &mut Client) -> Result<usize, MigrationError> {
             Ok(true) => applied += 1,
             Ok(false) => return Ok(applied),
             // The transaction is over: say who held what it waited for.
-            Err(MigrationError::Db(DbError::Query { context, source }))
-                if crate::locks::is_lock_timeout(&source) =>
+            Err(MigrationError::Db(DbError::Query { context, cause }))
+                if crate::locks::is_lock_timeout(&cause) =>
             {
                 let holders = crate::locks::holders(client, &relations());
                 return Err(MigrationError::LockTimeout { context, holders });
@@ -331,9 +316,13 @@ mod tests {
 
     #[test]
     fn checksum_is_sha256_and_ignores_line_ends() {
-        // Known SHA-256 of "abc" (FIPS 180-2, appendix B.1).
         assert_eq!(
-            sha256_hex(b"abc"),
+            Migration {
+                version: 1,
+                name: "x",
+                sql: "abc",
+            }
+            .checksum(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         let lf = Migration {

@@ -258,7 +258,7 @@ UPDATE rollup_runs
 /// The version recorded in `rollup_runs.rollup_version`: the file's version and the start of its
 /// SHA-256, so an edit that forgot to bump the version still shows.
 pub fn rollup_version() -> String {
-    let sha = migrations::sha256_hex(ROLLUP_SQL.replace("\r\n", "\n").as_bytes());
+    let sha = crate::hash::sql_sha256_hex(ROLLUP_SQL);
     let version = ROLLUP_FILE
         .trim_end_matches(".sql")
         .rsplit('_')
@@ -303,7 +303,7 @@ impl Keep {
             " ({} days), the longest interval PostgreSQL holds",
             MAX_KEEP_SECONDS / 86_400
         );
-        match crate::checks::parse_duration_up_to(text, MAX_KEEP_SECONDS, &why) {
+        match crate::duration::parse_duration_up_to(text, MAX_KEEP_SECONDS, &why) {
             Ok(period) => Ok(Keep::Period(period)),
             Err(err) if err.ends_with(&why) => Err(err),
             Err(err) => Err(format!(
@@ -459,8 +459,9 @@ pub enum RollupError {
     Db(#[from] DbError),
     #[error(transparent)]
     Migration(#[from] MigrationError),
-    #[error("run {run_id} failed: {source}")]
-    Failed { run_id: i64, source: WorkError },
+    /// The message carries `cause`'s, so `cause` is not the source.
+    #[error("run {run_id} failed: {cause}")]
+    Failed { run_id: i64, cause: WorkError },
 }
 
 impl ExitStatus for RollupError {
@@ -469,7 +470,7 @@ impl ExitStatus for RollupError {
             RollupError::Locked { .. } => Exit::TempFail,
             RollupError::NoLockRow => Exit::Software,
             RollupError::Db(err) => err.exit(),
-            RollupError::Failed { source, .. } => source.exit(),
+            RollupError::Failed { cause, .. } => cause.exit(),
             RollupError::Migration(err) => err.exit(),
         }
     }
@@ -486,8 +487,9 @@ pub enum WorkError {
          what changed"
     )]
     DaysOutOfRange(String),
-    #[error("{source}: gave up after waiting {LOCK_TIMEOUT} for a lock: {holders}")]
-    LockTimeout { source: DbError, holders: String },
+    /// The message names the statement and the server's words, so `cause` is not the source.
+    #[error("{cause}: gave up after waiting {LOCK_TIMEOUT} for a lock: {holders}")]
+    LockTimeout { cause: DbError, holders: String },
 }
 
 impl ExitStatus for WorkError {
@@ -561,22 +563,22 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
             elapsed: clock.elapsed(),
             ..done
         }),
-        Err(source) => {
+        Err(cause) => {
             // The work rolled back; say who held a lock it gave up on, and record why, in a
             // transaction of its own.
-            let source = match source {
-                WorkError::Db(DbError::Query { context, source })
-                    if locks::is_lock_timeout(&source) =>
+            let cause = match cause {
+                WorkError::Db(DbError::Query { context, cause })
+                    if locks::is_lock_timeout(&cause) =>
                 {
                     let holders = locks::holders(&mut client, RUN_TABLES);
                     WorkError::LockTimeout {
-                        source: DbError::Query { context, source },
+                        cause: DbError::Query { context, cause },
                         holders,
                     }
                 }
                 other => other,
             };
-            let error = source.to_string();
+            let error = cause.to_string();
             let params: [(&(dyn postgres::types::ToSql + Sync), Type); 2] =
                 [(&run_id, Type::INT8), (&error, Type::TEXT)];
             if let Err(err) = client.query_typed(FAIL_SQL, &params) {
@@ -585,7 +587,7 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
                     db::explain(&err)
                 );
             }
-            Err(RollupError::Failed { run_id, source })
+            Err(RollupError::Failed { run_id, cause })
         }
     };
     // The lock would go with the session anyway, but a server takes a moment to end a session
@@ -725,6 +727,29 @@ fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::tests::{chain, client_error};
+
+    #[test]
+    fn a_failed_run_prints_the_statements_error_once_along_the_chain() {
+        let err = RollupError::Failed {
+            run_id: 3,
+            cause: WorkError::LockTimeout {
+                cause: DbError::query("writing the snapshot")(client_error()),
+                holders: "pid 7 holds loans".into(),
+            },
+        };
+        let text = chain(&err);
+        assert!(
+            text.starts_with("run 3 failed: writing the snapshot: "),
+            "{text}"
+        );
+        assert_eq!(text.matches("writing the snapshot: ").count(), 1, "{text}");
+        assert_eq!(
+            text.matches("invalid connection string").count(),
+            1,
+            "{text}"
+        );
+    }
 
     #[test]
     fn the_apply_statement_embeds_the_definition_file_verbatim() {

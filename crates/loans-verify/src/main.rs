@@ -75,7 +75,7 @@ struct Cli {
 
     /// Fail unless a rollup run succeeded within this long (such as 90s, 5m, 2h, 1d) and the
     /// latest run did not fail.
-    #[arg(long, value_name = "DURATION", value_parser = checks::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = loans_core::duration::parse_duration)]
     max_age: Option<Duration>,
 
     /// Check this run's snapshot (any kept: see rollup_runs) instead of the newest, against the
