@@ -10,7 +10,7 @@
 # container (`docker compose exec db psql -U postgres`).
 #
 # Run it again at any time to apply the names and passwords now in .env (docs/operations.md,
-# "Passwords"):
+# "Settings and passwords"):
 #   docker compose up -d db && docker compose exec db /docker-entrypoint-initdb.d/roles.sh
 # On a volume made when the tables' owner was the superuser, that run makes that role the
 # superuser `postgres` (with no password) and gives the tables to a new owner (see below).
