@@ -362,19 +362,27 @@ fn the_longest_period_postgresql_holds_keeps_and_one_more_second_is_a_usage_erro
 
 /// Starts a run and waits until it is blocked inside its transaction: the caller holds a lock on a
 /// table the run's work reads or writes.
-fn start_blocked_run(db: &TestDb) -> Child {
+fn start_blocked_run(db: &TestDb, table: &str) -> Child {
     let child = isolated(BIN)
         .args(["--database-url", &db.url])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Registered (its `running` row committed) and waiting for a lock on `table` itself: a wait
+    // for some other lock (an autovacuum's, during the migrations' check) passes by itself.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while db.scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'loans-rollup' AND wait_event_type = 'Lock'",
-    ) != Some("1".into())
-    {
-        assert!(Instant::now() < deadline, "the run never reached its snapshot");
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+          WHERE a.application_name = 'loans-rollup' AND NOT l.granted
+            AND l.relation = '{table}'::regclass
+            AND EXISTS (SELECT FROM rollup_runs WHERE status = 'running')"
+    );
+    while db.scalar(&waiting) != Some("1".into()) {
+        assert!(
+            Instant::now() < deadline,
+            "the run never reached its snapshot"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child
@@ -405,7 +413,7 @@ fn a_second_run_exits_75_at_once_while_the_first_is_in_its_transaction() {
     let mut tx = blocker.transaction().unwrap();
     tx.batch_execute("LOCK TABLE loans IN ACCESS EXCLUSIVE MODE")
         .unwrap();
-    let first = start_blocked_run(&db);
+    let first = start_blocked_run(&db, "loans");
 
     let second = rollup(&db).expect(75);
     assert!(second.elapsed < Duration::from_secs(3), "{second}");
@@ -439,7 +447,7 @@ fn a_run_killed_mid_transaction_leaves_the_previous_snapshot_and_is_marked_aband
     let mut tx = blocker.transaction().unwrap();
     tx.batch_execute("LOCK TABLE loans IN ACCESS EXCLUSIVE MODE")
         .unwrap();
-    let mut run = start_blocked_run(&db);
+    let mut run = start_blocked_run(&db, "loans");
     run.kill().unwrap();
     run.wait().unwrap();
     // While the lock is held the view still answers, from the previous snapshot.
@@ -622,7 +630,7 @@ fn a_load_committed_during_a_run_is_taken_by_the_next_run() {
     let mut tx = blocker.transaction().unwrap();
     tx.batch_execute("LOCK TABLE rollup_versions IN ACCESS EXCLUSIVE MODE")
         .unwrap();
-    let run = start_blocked_run(&db);
+    let run = start_blocked_run(&db, "rollup_versions");
     // While the run waits inside its transaction, a load commits.
     db.execute("UPDATE loans SET number_of_loans = number_of_loans + 1 WHERE date_of_repayment = '2022-09-01'");
     tx.rollback().unwrap();
