@@ -533,3 +533,37 @@ fn a_database_from_before_the_baseline_is_refused_saying_what_to_do_and_nothing_
         .assert_stderr_has("make a new database and load the extracts again (docs/operations.md");
     assert_eq!(db.everything(), before);
 }
+
+#[test]
+fn what_people_read_goes_to_the_first_schema_of_the_search_path_the_machinery_to_its_own() {
+    let db = cluster().fresh_db();
+    db.execute(&format!(
+        "CREATE SCHEMA app; ALTER DATABASE {} SET search_path = app",
+        db.name
+    ));
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    db.execute(&format!(
+        "UPDATE loans SET number_of_loans = 4242 WHERE date_of_repayment = '{DAY}'"
+    ));
+    rollup(&db)
+        .expect(0)
+        .assert_stderr_has("after changes to loans");
+    assert_eq!(snapshot_loans(&db, DAY), Some("4242".into()));
+    assert_eq!(
+        db.scalar(
+            "SELECT string_agg(relnamespace::regnamespace || '.' || relname, ',' ORDER BY relname)
+               FROM pg_class WHERE relkind IN ('r', 'v')
+                AND relnamespace IN ('app'::regnamespace, 'public'::regnamespace)"
+        ),
+        Some(
+            "app.default_liquidation_rolling_avg,app.default_liquidation_rolling_avg_hist,\
+             app.loan_loads,app.loans,app.rollup_runs"
+                .into()
+        )
+    );
+    assert_eq!(
+        db.scalar("SELECT has_schema_privilege('loans_reader', 'app', 'USAGE')"),
+        Some("true".into())
+    );
+}
