@@ -67,9 +67,9 @@ pub enum MigrationError {
     Unknown { version: i32, name: String },
     /// The tables of a version from before the baseline: its schema_migrations next to loans.
     #[error(
-        "this database's schema was made by a loans from before the schema became one baseline \
-         ({table} holds its migrations {versions}); this binary does not convert it and changed \
-         nothing: make a new database and load the extracts again (docs/operations.md, \
+        "this database was made by loans binaries from before the schema became one baseline \
+         file ({table} holds their migrations {versions}); these binaries do not convert it, and \
+         changed nothing: make a new database and load the extracts again (docs/operations.md, \
          \"Upgrading\")"
     )]
     BeforeBaseline { table: String, versions: String },
@@ -182,8 +182,9 @@ fn read_applied(client: &mut impl GenericClient) -> Result<Vec<Applied>, Migrati
 fn refuse_before_baseline(client: &mut impl GenericClient) -> Result<(), MigrationError> {
     let found = client
         .query_typed(
-            "SELECT format('%I.%I', m.relnamespace::regnamespace, m.relname)
-               FROM pg_class AS m, pg_class AS l
+            "SELECT format('%I.%I', n.nspname, m.relname)
+               FROM pg_class AS m
+               JOIN pg_namespace AS n ON n.oid = m.relnamespace, pg_class AS l
               WHERE m.oid = to_regclass('schema_migrations')
                 AND l.oid = to_regclass('loans')
                 AND l.relnamespace = m.relnamespace",
@@ -201,8 +202,9 @@ fn refuse_before_baseline(client: &mut impl GenericClient) -> Result<(), Migrati
             &format!("SELECT string_agg(version::text, ', ' ORDER BY version) FROM {table}"),
             &[],
         )
-        .map_err(DbError::query(format!("reading {table}")))?[0]
-        .get(0);
+        .map_err(DbError::query(format!("reading {table}")))?
+        .first()
+        .and_then(|row| row.get(0));
     Err(MigrationError::BeforeBaseline {
         versions: versions.unwrap_or_else(|| "(none)".to_owned()),
         table,

@@ -713,8 +713,8 @@ fn a_database_from_before_the_baseline_is_refused_saying_what_to_do_and_nothing_
     let before = db.everything();
     load(&db, fixture("small.csv"))
         .expect(70)
-        .assert_stderr_has("made by a loans from before the schema became one baseline")
-        .assert_stderr_has("public.schema_migrations holds its migrations 1, 2, 3, 4, 5")
+        .assert_stderr_has("made by loans binaries from before the schema became one baseline file")
+        .assert_stderr_has("public.schema_migrations holds their migrations 1, 2, 3, 4, 5")
         .assert_stderr_has("make a new database and load the extracts again (docs/operations.md");
     assert_eq!(db.everything(), before);
 }

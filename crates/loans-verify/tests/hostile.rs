@@ -1,6 +1,6 @@
-//! `loans-verify` over table contents no tool would write: days outside the loader's range (an
-//! older database, from before V005's constraint), in `loans` and in a snapshot. It reports them
-//! as failed checks naming the day, and never panics.
+//! `loans-verify` over table contents no tool would write: days outside the loader's range (its
+//! constraint dropped by hand), in `loans` and in a snapshot. It reports them as failed checks
+//! naming the day, and never panics.
 
 use loans_core::rollup::{Keep, RollupOptions, run};
 use loans_testkit::cluster::{TestDb, cluster};

@@ -575,7 +575,7 @@ fn a_database_from_before_the_baseline_fails_the_schema_check_saying_what_to_do(
     let schema = line(&out, "schema");
     for needle in [
         "FAIL schema",
-        "public.schema_migrations holds its migrations 1, 2, 3, 4, 5",
+        "public.schema_migrations holds their migrations 1, 2, 3, 4, 5",
         "make a new database and load the extracts again",
     ] {
         assert!(schema.contains(needle), "{needle:?} missing\n{out}");
