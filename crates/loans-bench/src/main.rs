@@ -462,9 +462,9 @@ impl Bench {
     fn history_size(client: &mut Client) -> (i64, i64, i64) {
         let row = client
             .query_one(
-                "SELECT pg_total_relation_size('rollup_versions'),
+                "SELECT pg_total_relation_size('loans_internal.rollup_versions'),
                         pg_total_relation_size('rollup_runs'),
-                        (SELECT count(*) FROM rollup_versions)",
+                        (SELECT count(*) FROM loans_internal.rollup_versions)",
                 &[],
             )
             .expect("measure the history");

@@ -34,12 +34,12 @@ pub const LOCK_TIMEOUT: &str = "10s";
 
 /// The tables the checks read, whose holders a lock timeout names.
 const TABLES: &[&str] = &[
-    "schema_migrations",
+    "loans_internal.schema_migrations",
     "loans",
-    "loans_changes",
+    "loans_internal.loans_changes",
     "loan_loads",
     "rollup_runs",
-    "rollup_versions",
+    "loans_internal.rollup_versions",
 ];
 
 /// What to check.

@@ -10,9 +10,10 @@ use postgres::GenericClient;
 use postgres::error::SqlState;
 use postgres::types::Type;
 
-/// The sessions other than this one that hold a lock on any of `tables` (names in the schema of
-/// `schema_migrations`), as one phrase: `pid 123 (user alice, application psql, in a transaction since
-/// 2026-12-01 21:00:00 UTC) holds AccessShareLock on loans; …`. Another role's start times are
+/// The sessions other than this one that hold a lock on any of `tables` (names as the tools'
+/// statements write them, found through the search_path unless qualified), as one phrase: `pid 123
+/// (user alice, application psql, in a transaction since 2026-12-01 21:00:00 UTC) holds
+/// AccessShareLock on loans; …`. Another role's start times are
 /// only shown to a member of it or of `pg_read_all_stats`; they are left out when hidden. Never
 /// fails: a lookup that cannot be made says so.
 pub fn holders(client: &mut impl GenericClient, tables: &[&str]) -> String {
@@ -20,15 +21,14 @@ pub fn holders(client: &mut impl GenericClient, tables: &[&str]) -> String {
     let rows = client.query_typed(
         "SELECT l.pid, a.usename, a.application_name,
                 to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'),
-                string_agg(l.mode || ' on ' || c.relname, ', ' ORDER BY c.relname, l.mode)
+                string_agg(l.mode || ' on ' || c.oid::regclass::text, ', ' ORDER BY c.relname, l.mode)
            FROM pg_locks AS l
            JOIN pg_class AS c ON c.oid = l.relation
            LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
           WHERE l.granted
             AND l.pid <> pg_backend_pid()
             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-            AND c.relname = ANY ($1)
-            AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = to_regclass('schema_migrations'))
+            AND c.oid IN (SELECT to_regclass(name) FROM unnest($1::text[]) AS name)
           GROUP BY 1, 2, 3, 4
           ORDER BY 4 NULLS LAST, 1
           LIMIT 5",

@@ -1,5 +1,6 @@
 //! Versioned schema migrations: SQL files under `sql/schema/`, embedded at build time and applied
-//! in order, each in its own transaction together with its row in `schema_migrations`.
+//! in order, each in its own transaction together with its row in
+//! `loans_internal.schema_migrations` (V001 says why the machinery has a schema of its own).
 //!
 //! An applied file's checksum is kept; if the embedded text no longer matches, nothing runs,
 //! because the database would no longer be what the files say it is. Concurrent starters are
@@ -23,40 +24,18 @@ pub struct Migration {
 }
 
 /// Every migration, in the order it applies. Append only.
-pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "create_loans",
-        sql: include_str!("../sql/schema/V001__create_loans.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "create_rollup",
-        sql: include_str!("../sql/schema/V002__create_rollup.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "rollup_history",
-        sql: include_str!("../sql/schema/V003__rollup_history.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "reader_role",
-        sql: include_str!("../sql/schema/V004__reader_role.sql"),
-    },
-    Migration {
-        version: 5,
-        name: "guards",
-        sql: include_str!("../sql/schema/V005__guards.sql"),
-    },
-];
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "baseline",
+    sql: include_str!("../sql/schema/V001__baseline.sql"),
+}];
 
 /// The longest a migration waits for a lock (its own on `schema_migrations`, or one of a table it
 /// changes), as PostgreSQL's `lock_timeout`.
 pub const LOCK_TIMEOUT: &str = "5s";
 
 impl Migration {
-    /// The file name it is kept under: `V001__create_loans.sql`.
+    /// The file name it is kept under: `V001__baseline.sql`.
     pub fn file_name(&self) -> String {
         format!("V{:03}__{}.sql", self.version, self.name)
     }
@@ -86,6 +65,14 @@ pub enum MigrationError {
          it was made by a newer version of loans: upgrade the binaries"
     )]
     Unknown { version: i32, name: String },
+    /// The tables of a version from before the baseline: its schema_migrations next to loans.
+    #[error(
+        "this database was made by loans binaries from before the schema became one baseline \
+         file ({table} holds their migrations {versions}); these binaries do not convert it, and \
+         changed nothing: make a new database and load the extracts again (docs/operations.md, \
+         \"Upgrading\")"
+    )]
+    BeforeBaseline { table: String, versions: String },
     #[error(
         "{context}: gave up after waiting {LOCK_TIMEOUT} for a lock: {holders}; nothing was \
          changed, the next start tries again"
@@ -97,7 +84,9 @@ impl ExitStatus for MigrationError {
     fn exit(&self) -> Exit {
         match self {
             MigrationError::Db(err) => err.exit(),
-            MigrationError::Changed { .. } | MigrationError::Unknown { .. } => Exit::Software,
+            MigrationError::Changed { .. }
+            | MigrationError::Unknown { .. }
+            | MigrationError::BeforeBaseline { .. } => Exit::Software,
             MigrationError::LockTimeout { .. } => Exit::TempFail,
         }
     }
@@ -163,10 +152,11 @@ fn compare(applied: Vec<Applied>) -> Result<SchemaStatus, MigrationError> {
     Ok(SchemaStatus { applied, pending })
 }
 
-fn read_applied(client: &mut impl GenericClient) -> Result<Vec<Applied>, DbError> {
-    // One round trip in the common case; a missing table means a new database.
+fn read_applied(client: &mut impl GenericClient) -> Result<Vec<Applied>, MigrationError> {
+    // One round trip in the common case; a missing table means a new database, or one made
+    // before the baseline.
     let rows = client.query_typed(
-        "SELECT version, name, checksum FROM schema_migrations ORDER BY version",
+        "SELECT version, name, checksum FROM loans_internal.schema_migrations ORDER BY version",
         &[],
     );
     match rows {
@@ -178,9 +168,47 @@ fn read_applied(client: &mut impl GenericClient) -> Result<Vec<Applied>, DbError
                 checksum: row.get(2),
             })
             .collect()),
-        Err(err) if err.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Ok(vec![]),
-        Err(err) => Err(DbError::query("reading schema_migrations")(err)),
+        Err(err) if err.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+            refuse_before_baseline(client)?;
+            Ok(vec![])
+        }
+        Err(err) => Err(DbError::query("reading loans_internal.schema_migrations")(err).into()),
     }
+}
+
+/// Before the baseline, `schema_migrations` lived next to `loans`, where the search_path finds
+/// them. Such a database is refused before anything is written; a `schema_migrations` of another
+/// application's, without `loans` beside it, is none of ours.
+fn refuse_before_baseline(client: &mut impl GenericClient) -> Result<(), MigrationError> {
+    let found = client
+        .query_typed(
+            "SELECT format('%I.%I', n.nspname, m.relname)
+               FROM pg_class AS m
+               JOIN pg_namespace AS n ON n.oid = m.relnamespace, pg_class AS l
+              WHERE m.oid = to_regclass('schema_migrations')
+                AND l.oid = to_regclass('loans')
+                AND l.relnamespace = m.relnamespace",
+            &[],
+        )
+        .map_err(DbError::query(
+            "looking for a schema from before the baseline",
+        ))?;
+    let Some(row) = found.first() else {
+        return Ok(());
+    };
+    let table: String = row.get(0);
+    let versions: Option<String> = client
+        .query_typed(
+            &format!("SELECT string_agg(version::text, ', ' ORDER BY version) FROM {table}"),
+            &[],
+        )
+        .map_err(DbError::query(format!("reading {table}")))?
+        .first()
+        .and_then(|row| row.get(0));
+    Err(MigrationError::BeforeBaseline {
+        versions: versions.unwrap_or_else(|| "(none)".to_owned()),
+        table,
+    })
 }
 
 /// Brings the schema up to date and returns how many migrations were applied. Cheap when there
@@ -211,22 +239,23 @@ pub fn migrate(client: &mut Client) -> Result<usize, MigrationError> {
 /// migrations make.
 fn relations() -> Vec<&'static str> {
     vec![
-        "schema_migrations",
+        "loans_internal.schema_migrations",
         "loan_loads",
         "loans",
-        "loans_changes",
+        "loans_internal.loans_changes",
         "rollup_runs",
-        "rollup_versions",
-        "rollup_lock",
+        "loans_internal.rollup_versions",
+        "loans_internal.rollup_lock",
     ]
 }
 
-/// `schema_migrations`, made on a new database. Two starters may make it at once: the one that
-/// loses finds it made when it tries again.
+/// `loans_internal` and its `schema_migrations`, made on a new database. Two starters may make
+/// them at once: the one that loses finds them made when it tries again.
 fn create_table(client: &mut Client) -> Result<(), DbError> {
     let create = |client: &mut Client| {
         client.batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
+            "CREATE SCHEMA IF NOT EXISTS loans_internal;
+             CREATE TABLE IF NOT EXISTS loans_internal.schema_migrations (
                  version    integer     PRIMARY KEY,
                  name       text        NOT NULL,
                  checksum   text        NOT NULL,
@@ -239,6 +268,7 @@ fn create_table(client: &mut Client) -> Result<(), DbError> {
         [
             SqlState::UNIQUE_VIOLATION,
             SqlState::DUPLICATE_TABLE,
+            SqlState::DUPLICATE_SCHEMA,
             SqlState::DUPLICATE_OBJECT,
         ]
         .iter()
@@ -248,7 +278,7 @@ fn create_table(client: &mut Client) -> Result<(), DbError> {
         Err(err) if lost(&err) => create(client),
         other => other,
     }
-    .map_err(DbError::query("creating schema_migrations"))
+    .map_err(DbError::query("creating loans_internal.schema_migrations"))
 }
 
 /// Applies the first migration still pending, in one transaction with its row in
@@ -263,10 +293,13 @@ fn apply_next(client: &mut Client) -> Result<bool, MigrationError> {
         &[(&LOCK_TIMEOUT, Type::TEXT)],
     )
     .map_err(DbError::query("setting the migration's lock_timeout"))?;
-    tx.execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE", &[])
-        .map_err(DbError::query(
-            "waiting for the migration lock (schema_migrations)",
-        ))?;
+    tx.execute(
+        "LOCK TABLE loans_internal.schema_migrations IN EXCLUSIVE MODE",
+        &[],
+    )
+    .map_err(DbError::query(
+        "waiting for the migration lock (loans_internal.schema_migrations)",
+    ))?;
     let Some(migration) = compare(read_applied(&mut tx)?)?.pending.first().copied() else {
         tx.commit()
             .map_err(DbError::query("releasing the migration lock"))?;
@@ -277,7 +310,7 @@ fn apply_next(client: &mut Client) -> Result<bool, MigrationError> {
     tx.batch_execute(migration.sql)
         .map_err(DbError::query(context()))?;
     tx.execute(
-        "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+        "INSERT INTO loans_internal.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
         &[&migration.version, &migration.name, &migration.checksum()],
     )
     .map_err(DbError::query(context()))?;
@@ -361,7 +394,7 @@ mod tests {
         let mut rows: Vec<Applied> = MIGRATIONS.iter().map(applied).collect();
         rows[0].checksum = "0".repeat(64);
         let err = compare(rows).unwrap_err();
-        assert!(err.to_string().contains("V001__create_loans.sql"), "{err}");
+        assert!(err.to_string().contains("V001__baseline.sql"), "{err}");
         assert_eq!(err.exit(), Exit::Software);
     }
 

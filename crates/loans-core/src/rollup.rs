@@ -55,10 +55,10 @@ pub const STATEMENT_TIMEOUT: &str = "50s";
 pub const LOCK_TIMEOUT: &str = "20s";
 
 /// The run lock: the one row of `rollup_lock`, locked without waiting. Locking it needs UPDATE on
-/// the table, which only its owner has; `loans_reader` can read it, not lock it.
+/// the table, which only its owner has; `loans_reader` cannot even see it.
 const LOCK_SQL: &str = "\
 SELECT set_config('idle_in_transaction_session_timeout', '0', true)
-  FROM rollup_lock
+  FROM loans_internal.rollup_lock
    FOR UPDATE NOWAIT";
 
 /// How long snapshots are kept unless told otherwise: 30 days.
@@ -87,18 +87,18 @@ SELECT run.id, (SELECT count(*) FROM abandoned) FROM run";
 /// to recompute (from the first changed day to the last one plus 7), and the first days of
 /// `loans` outside 0001-01-01 to 9999-12-31, which the definition cannot compute.
 ///
-/// The loader refuses such days and V005's constraint keeps them out, but an older database may
+/// The loader refuses such days and V001's constraint keeps them out, but an older database may
 /// hold them and the log may name them: the days to recompute are kept within what every
 /// statement and the client can hold (a logged day past 9999-12-24 recomputes to `infinity`, one
 /// before 0001-01-01 from `-infinity`), so a range that named such a day still works once the day
 /// is corrected. The two index probes of `loans` cost nothing when it has no such day.
 ///
-/// Last, the change log's triggers that are not enabled ALWAYS (V005): a trigger disabled, or
+/// Last, the change log's triggers that are not enabled ALWAYS (V001): a trigger disabled, or
 /// re-enabled with a plain `ENABLE TRIGGER` (as `pg_restore --disable-triggers` does), may have
 /// let changes through unlogged, so the run recomputes every day.
 const PLAN_SQL: &str = "\
 WITH taken AS (
-    DELETE FROM loans_changes RETURNING first_day, last_day
+    DELETE FROM loans_internal.loans_changes RETURNING first_day, last_day
 ),
 logged AS (
     SELECT min(first_day) AS first_day, max(last_day) AS last_day FROM taken
@@ -147,11 +147,11 @@ WITH computed AS (
 ),
 current AS (
     SELECT *
-      FROM rollup_versions
+      FROM loans_internal.rollup_versions
      WHERE valid_to IS NULL AND date_of_repayment BETWEEN $1::date AND $2::date
 ),
 ended AS (
-    UPDATE rollup_versions AS v
+    UPDATE loans_internal.rollup_versions AS v
        SET valid_to = $3
       FROM current AS c
      WHERE v.date_of_repayment = c.date_of_repayment
@@ -168,7 +168,7 @@ ended AS (
  RETURNING 1
 ),
 added AS (
-    INSERT INTO rollup_versions
+    INSERT INTO loans_internal.rollup_versions
            (date_of_repayment, valid_from, number_of_loans, defaults, liquidations,
             liquidation_to_default_ratio, ratio_rolling_avg_7d, rolling_window_days)
     SELECT n.date_of_repayment, $3, n.number_of_loans, n.defaults, n.liquidations,
@@ -224,7 +224,7 @@ oldest AS (
            END AS id
 ),
 dropped_versions AS (
-    DELETE FROM rollup_versions
+    DELETE FROM loans_internal.rollup_versions
      WHERE valid_to <= (SELECT id FROM oldest)
  RETURNING 1
 ),
@@ -451,8 +451,8 @@ pub enum RollupError {
     )]
     Locked { holder: String },
     #[error(
-        "rollup_lock has no row, so a run cannot take the run lock: restore it with \
-         INSERT INTO rollup_lock VALUES (true)"
+        "loans_internal.rollup_lock has no row, so a run cannot take the run lock: restore it with \
+         INSERT INTO loans_internal.rollup_lock VALUES (true)"
     )]
     NoLockRow,
     #[error(transparent)]
@@ -503,7 +503,12 @@ impl ExitStatus for WorkError {
 }
 
 /// The tables a run reads or writes, whose holders a lock timeout names.
-const RUN_TABLES: &[&str] = &["loans", "loans_changes", "rollup_runs", "rollup_versions"];
+const RUN_TABLES: &[&str] = &[
+    "loans",
+    "loans_internal.loans_changes",
+    "rollup_runs",
+    "loans_internal.rollup_versions",
+];
 
 /// The statements a run sends, for `--dry-run`.
 pub fn dry_run_sql(keep: Keep, full: bool) -> String {
@@ -545,7 +550,7 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
         Ok(_) => {}
         Err(err) if locks::is_lock_timeout(&err) => {
             drop(lock);
-            let holder = locks::holders(&mut client, &["rollup_lock"]);
+            let holder = locks::holders(&mut client, &["loans_internal.rollup_lock"]);
             return Err(RollupError::Locked { holder });
         }
         Err(err) => return Err(DbError::query("taking the run lock")(err).into()),

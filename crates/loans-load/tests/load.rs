@@ -534,11 +534,15 @@ fn libpq_variables_are_used_when_there_is_no_url() {
 fn migrations_are_recorded_and_a_changed_one_stops_the_loader() {
     let db = cluster().fresh_db();
     load(&db, fixture("small.csv")).expect(0);
-    let rows = db.rows("SELECT version, name, length(checksum) FROM schema_migrations ORDER BY 1");
-    assert_eq!(rows[0], "1|create_loans|64");
-    db.execute("UPDATE schema_migrations SET checksum = repeat('0', 64) WHERE version = 1");
+    let rows = db.rows(
+        "SELECT version, name, length(checksum) FROM loans_internal.schema_migrations ORDER BY 1",
+    );
+    assert_eq!(rows[0], "1|baseline|64");
+    db.execute(
+        "UPDATE loans_internal.schema_migrations SET checksum = repeat('0', 64) WHERE version = 1",
+    );
     let out = load(&db, fixture("small.csv")).expect(70);
-    out.assert_stderr_has("migration V001__create_loans.sql was changed after it was applied");
+    out.assert_stderr_has("migration V001__baseline.sql was changed after it was applied");
     assert_eq!(loads_recorded(&db), 1);
 }
 
@@ -564,7 +568,7 @@ fn loaders_starting_together_on_a_new_database_do_not_race() {
     assert_eq!(skipped.len(), 3);
     assert_eq!(loads_recorded(&db), 1);
     let versions = db
-        .scalar("SELECT count(*) || ' ' || count(DISTINCT version) FROM schema_migrations")
+        .scalar("SELECT count(*) || ' ' || count(DISTINCT version) FROM loans_internal.schema_migrations")
         .unwrap();
     let n = loans_core_migrations();
     assert_eq!(versions, format!("{n} {n}"));
@@ -685,8 +689,32 @@ fn the_databases_owner_needs_no_superuser_to_migrate_and_load() {
         "the tables belong to the database's owner"
     );
     assert_eq!(
+        db.scalar(
+            "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'loans_internal'"
+        ),
+        Some(owner.clone()),
+        "the machinery's schema belongs to the database's owner"
+    );
+    assert_eq!(
         db.scalar("SELECT has_table_privilege('loans_reader', 'loans', 'SELECT')::text"),
         Some("true".into()),
         "the migrations granted loans_reader its reads"
     );
+}
+
+#[test]
+fn a_database_from_before_the_baseline_is_refused_saying_what_to_do_and_nothing_is_written() {
+    let db = cluster().fresh_db();
+    db.before_baseline();
+    db.execute(
+        "INSERT INTO loan_loads (source, sha256, started_at) VALUES ('old.csv', 'x', now());
+         INSERT INTO loans VALUES ('2023-01-01', 10, 2, 8, NULL, 1, now());",
+    );
+    let before = db.everything();
+    load(&db, fixture("small.csv"))
+        .expect(70)
+        .assert_stderr_has("made by loans binaries from before the schema became one baseline file")
+        .assert_stderr_has("public.schema_migrations holds their migrations 1, 2, 3, 4, 5")
+        .assert_stderr_has("make a new database and load the extracts again (docs/operations.md");
+    assert_eq!(db.everything(), before);
 }

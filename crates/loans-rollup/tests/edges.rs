@@ -1,16 +1,15 @@
 //! `loans-rollup` at the edges of trust: days typed by hand that the loader would refuse, an
 //! analyst trying to stop or change the job, and changes to `loans` that try to slip past the log.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use loans_testkit::cluster::{TestDb, cluster};
-use loans_testkit::command::{Cmd, Output, isolated};
+use loans_testkit::command::{Cmd, Output};
 use loans_testkit::sample::Spec;
 
 const BIN: &str = env!("CARGO_BIN_EXE_loans-rollup");
 
-/// The key space the tools used for advisory locks up to V004 ('loan' in ASCII), and its keys.
+/// The key space the tools once used for advisory locks ('loan' in ASCII), and its keys.
 const LOCK_SPACE: i32 = 0x6c6f_616e;
 
 fn rollup(db: &TestDb) -> Cmd {
@@ -39,11 +38,14 @@ fn snapshot_loans(db: &TestDb, day: &str) -> Option<String> {
     ))
 }
 
-/// A log-in member of loans_reader, and its URL.
+/// A log-in member of loans_reader, and its URL. The role is the cluster's: made here if no
+/// migration has made it yet.
 fn analyst(db: &TestDb) -> (String, String) {
     let user = format!("analyst_{}", db.name);
     db.execute(&format!(
-        "CREATE ROLE {user} LOGIN PASSWORD 'reads'; GRANT loans_reader TO {user};"
+        "DO $$ BEGIN CREATE ROLE loans_reader NOLOGIN;
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+         CREATE ROLE {user} LOGIN PASSWORD 'reads'; GRANT loans_reader TO {user};"
     ));
     let (_, server) = db.url.split_once('@').expect("a URL with a user");
     (user.clone(), format!("postgresql://{user}:reads@{server}"))
@@ -57,7 +59,7 @@ fn a_day_no_tool_can_handle_fails_each_run_naming_it_and_the_next_run_after_the_
     db.load(&Spec::sample().to_csv());
     rollup(&db).expect(0);
     let before = view(&db);
-    // A database made before the constraint, where such a day can be typed in.
+    // The constraint dropped by hand, so such a day can be typed in.
     db.execute("ALTER TABLE loans DROP CONSTRAINT IF EXISTS loans_date_in_loader_range");
     for bad in [
         "300000-01-01",
@@ -108,27 +110,10 @@ fn a_day_no_tool_can_handle_fails_each_run_naming_it_and_the_next_run_after_the_
 }
 
 #[test]
-fn the_migration_refuses_a_database_holding_such_a_day_naming_it_and_what_to_do() {
+fn loans_refuses_a_day_the_loader_would_refuse_when_typed_in_by_hand() {
     let db = cluster().fresh_db();
-    db.migrate_to(4);
-    db.execute(
-        "INSERT INTO loan_loads (source, sha256, started_at) VALUES ('x', 'y', now());
-         INSERT INTO loans VALUES ('2023-01-01', 10, 2, 8, NULL, 1, now()),
-                                  ('300000-01-01', 10, 5, 5, NULL, 1, now()),
-                                  ('infinity', 1, 0, 0, NULL, 1, now());",
-    );
-    let out = rollup(&db).expect(70);
-    assert_no_panic(&out);
-    out.assert_stderr_has("300000-01-01, infinity")
-        .assert_stderr_has("HINT: ");
-    assert_eq!(
-        db.scalar("SELECT max(version) FROM schema_migrations"),
-        Some("4".into())
-    );
-    db.execute("DELETE FROM loans WHERE date_of_repayment > '9999-12-31'");
-    rollup(&db)
-        .expect(0)
-        .assert_stderr_has("applied migration V005__");
+    rollup(&db).expect(0);
+    db.execute("INSERT INTO loan_loads (source, sha256, started_at) VALUES ('x', 'y', now())");
     let mut owner = db.client();
     for bad in ["infinity", "-infinity", "10000-01-01", "0001-12-31 BC"] {
         let err = owner
@@ -180,11 +165,11 @@ fn a_change_made_in_replica_mode_is_logged_too() {
     assert_eq!(snapshot_loans(&db, DAY), Some("654321".into()));
 }
 
-/// Every table of the project, as its owner sees them.
+/// Every table of the project, as its owner sees them, with its schema.
 fn tables(db: &TestDb) -> Vec<String> {
     db.rows(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 1",
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname IN ('public', 'loans_internal') AND c.relkind = 'r' ORDER BY 1",
     )
 }
 
@@ -247,7 +232,7 @@ fn an_analyst_cannot_block_slow_or_change_the_job() {
         }
     }
     for other in [
-        "SELECT loans_log_changes()",
+        "SELECT loans_internal.loans_log_changes()",
         "SET session_replication_role = replica",
         "ALTER TABLE loans DISABLE TRIGGER ALL",
     ] {
@@ -263,7 +248,7 @@ fn an_analyst_cannot_block_slow_or_change_the_job() {
     // And an open transaction holding what an analyst can hold on every table.
     let mut open = loans_testkit::cluster::connect(&url);
     let mut held = open.transaction().unwrap();
-    for table in &tables {
+    for table in tables.iter().filter(|t| t.starts_with("public.")) {
         held.batch_execute(&format!("LOCK TABLE {table} IN ACCESS SHARE MODE"))
             .unwrap();
     }
@@ -295,7 +280,7 @@ fn a_run_lock_held_by_someone_is_named_and_the_run_exits_75_at_once() {
     let mut holder =
         loans_testkit::cluster::connect(&format!("{}?application_name=holder", db.url));
     let mut tx = holder.transaction().unwrap();
-    tx.batch_execute("SELECT * FROM rollup_lock FOR UPDATE")
+    tx.batch_execute("SELECT * FROM loans_internal.rollup_lock FOR UPDATE")
         .unwrap();
     let pid = tx
         .query_one("SELECT pg_backend_pid()", &[])
@@ -311,53 +296,40 @@ fn a_run_lock_held_by_someone_is_named_and_the_run_exits_75_at_once() {
 }
 
 #[test]
-fn an_analyst_delays_a_migration_only_for_a_bounded_wait_that_names_them() {
+fn a_starter_waits_a_bounded_time_for_one_applying_the_baseline_and_names_it() {
+    // Another starter has made schema_migrations and holds its lock while it applies V001.
     let db = cluster().fresh_db();
-    db.migrate_to(4);
-    let (user, url) = analyst(&db);
-    let mut a = loans_testkit::cluster::connect(&url);
-    a.batch_execute(&format!(
-        "SELECT pg_advisory_lock({LOCK_SPACE}, 1), pg_advisory_lock({LOCK_SPACE}, 2)"
-    ))
-    .unwrap();
-    let mut tx = a.transaction().unwrap();
-    tx.batch_execute("SELECT count(*) FROM loans").unwrap();
-
-    // The migration needs loans to itself: it waits a while, then says who is in the way.
-    let started = Instant::now();
-    let mut child = isolated(BIN)
-        .args(["--database-url", &db.url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    let mut holder =
+        loans_testkit::cluster::connect(&format!("{}?application_name=holder", db.url));
+    holder
+        .batch_execute(
+            "CREATE SCHEMA loans_internal;
+             CREATE TABLE loans_internal.schema_migrations (version integer PRIMARY KEY,
+                 name text NOT NULL, checksum text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now());",
+        )
         .unwrap();
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("the migration waited more than a minute");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(code, Some(75), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(stderr.contains(&format!("user {user}")), "{stderr}");
-    assert!(stderr.contains("AccessShareLock on loans"), "{stderr}");
+    let mut tx = holder.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE loans_internal.schema_migrations IN EXCLUSIVE MODE")
+        .unwrap();
+    let pid = tx
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get::<_, i32>(0);
+    let out = rollup(&db).expect(75);
+    assert_no_panic(&out);
+    assert!(out.elapsed < Duration::from_secs(15), "{out}");
+    out.assert_stderr_has(&format!("pid {pid}"))
+        .assert_stderr_has("application holder")
+        .assert_stderr_has("ExclusiveLock on loans_internal.schema_migrations");
     assert_eq!(
-        db.scalar("SELECT max(version) FROM schema_migrations"),
-        Some("4".into())
+        db.scalar("SELECT to_regclass('loans') IS NULL"),
+        Some("true".into())
     );
-
-    // Its transaction over, the advisory locks it still holds stop nothing.
     tx.rollback().unwrap();
     rollup(&db)
         .expect(0)
-        .assert_stderr_has("applied migration V005__");
+        .assert_stderr_has("applied migration V001__baseline.sql");
 }
 
 /// Arguments, and environment variables, for one run.
@@ -371,9 +343,9 @@ fn hostile_history_arguments_and_environment_do_not_panic() {
     for edit in [
         "UPDATE rollup_runs SET created_at = 'infinity'",
         "UPDATE rollup_runs SET started_at = '-infinity', finished_at = 'infinity'",
-        "INSERT INTO loans_changes VALUES ('-infinity', 'infinity', 'infinity')",
-        "INSERT INTO loans_changes VALUES ('5874897-12-31', '5874897-12-31', now())",
-        "INSERT INTO loans_changes VALUES ('4713-11-24 BC', '4713-11-24 BC', now())",
+        "INSERT INTO loans_internal.loans_changes VALUES ('-infinity', 'infinity', 'infinity')",
+        "INSERT INTO loans_internal.loans_changes VALUES ('5874897-12-31', '5874897-12-31', now())",
+        "INSERT INTO loans_internal.loans_changes VALUES ('4713-11-24 BC', '4713-11-24 BC', now())",
         "UPDATE loan_loads SET as_of = 'infinity'",
     ] {
         db.execute(edit);
@@ -413,7 +385,7 @@ fn a_change_log_trigger_not_enabled_always_makes_every_run_recompute_every_day()
          ALTER TABLE loans ENABLE TRIGGER loans_changes_update;"
     ));
     assert_eq!(
-        db.scalar("SELECT count(*) FROM loans_changes"),
+        db.scalar("SELECT count(*) FROM loans_internal.loans_changes"),
         Some("0".into())
     );
     for _ in 0..2 {
@@ -429,30 +401,67 @@ fn a_change_log_trigger_not_enabled_always_makes_every_run_recompute_every_day()
         .assert_stderr_has("no change since run");
 }
 
+/// What people read: the schema's five objects, and nothing of the machinery's schema.
+const READABLE: &str = "default_liquidation_rolling_avg,default_liquidation_rolling_avg_hist,loan_loads,loans,rollup_runs";
+
 #[test]
-fn the_reader_reads_the_projects_tables_only_not_another_applications() {
+fn the_reader_reads_the_five_public_objects_only_not_the_machinery_nor_another_applications() {
     let db = cluster().fresh_db();
-    db.migrate_to(4);
-    // Another application's tables in the same schema: one from before the upgrade (V004's
-    // default privileges granted it to the reader), one from after.
+    // Another application's tables in the same schema, one made before the migration, one after.
     db.execute("CREATE TABLE other_app_before (secret text)");
+    db.load(&Spec::sample().to_csv());
     rollup(&db).expect(0);
     db.execute("CREATE TABLE other_app_after (secret text)");
+    assert_eq!(
+        db.scalar(
+            "SELECT string_agg(c.relname, ',' ORDER BY c.relname)
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+                AND has_table_privilege('loans_reader', c.oid, 'SELECT')"
+        ),
+        Some(READABLE.into())
+    );
+    assert_eq!(
+        db.scalar(
+            "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace
+              WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'
+                AND has_schema_privilege('loans_reader', oid, 'USAGE')"
+        ),
+        Some("public".into())
+    );
+    // What the analyst sees in Adminer: the same five, in public.
+    assert_eq!(
+        db.scalar(
+            "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class
+              WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'v')
+                AND relname NOT LIKE 'other_app%'"
+        ),
+        Some(READABLE.into())
+    );
     let (_, url) = analyst(&db);
     let mut a = loans_testkit::cluster::connect(&url);
-    for table in ["other_app_before", "other_app_after"] {
-        let err = a
-            .batch_execute(&format!("SELECT * FROM {table}"))
-            .expect_err(&format!("the reader reads {table}"));
-        assert_eq!(sqlstate(&err), "42501", "{table}: {err}");
+    for relation in READABLE.split(',') {
+        let rows: i64 = a
+            .query_one(&format!("SELECT count(*) FROM {relation}"), &[])
+            .unwrap_or_else(|e| panic!("the reader cannot read {relation}: {e}"))
+            .get(0);
+        assert!(rows > 0, "{relation} is empty");
     }
     for relation in db.rows(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v') AND c.relname NOT LIKE 'other_app%'",
+        "SELECT 'loans_internal.' || relname FROM pg_class
+          WHERE relnamespace = 'loans_internal'::regnamespace AND relkind IN ('r', 'v')
+         UNION ALL SELECT 'other_app_before' UNION ALL SELECT 'other_app_after'",
     ) {
-        a.batch_execute(&format!("SELECT * FROM {relation} LIMIT 1"))
-            .unwrap_or_else(|e| panic!("the reader cannot read {relation}: {e}"));
+        let err = a
+            .batch_execute(&format!("SELECT * FROM {relation}"))
+            .expect_err(&format!("the reader reads {relation}"));
+        assert_eq!(sqlstate(&err), "42501", "{relation}: {err}");
     }
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM pg_class WHERE relnamespace = 'loans_internal'::regnamespace AND relkind = 'r'"),
+        Some("4".into()),
+        "the change log, the versions, the run lock and schema_migrations"
+    );
 }
 
 /// A function an analyst would plant: a better match for the rollup's `unnest(ARRAY['…'])` than
@@ -483,7 +492,6 @@ fn an_analyst_cannot_plant_a_function_where_the_tools_look_even_if_public_may_cr
 #[test]
 fn the_migration_stops_at_a_function_an_analyst_planted_before_it_naming_it() {
     let db = cluster().fresh_db();
-    db.migrate_to(4);
     db.execute("GRANT CREATE ON SCHEMA public TO PUBLIC");
     let (user, url) = analyst(&db);
     loans_testkit::cluster::connect(&url)
@@ -494,17 +502,68 @@ fn the_migration_stops_at_a_function_an_analyst_planted_before_it_naming_it() {
     out.assert_stderr_has(&format!("unnest(text[]) (a function of {user})"))
         .assert_stderr_has("HINT: drop them");
     assert_eq!(
-        db.scalar("SELECT max(version) FROM schema_migrations"),
-        Some("4".into())
+        db.scalar("SELECT count(*) FROM loans_internal.schema_migrations"),
+        Some("0".into())
     );
     assert_eq!(
-        db.scalar("SELECT count(*) FROM rollup_runs"),
-        Some("0".into())
+        db.scalar("SELECT to_regclass('loans') IS NULL"),
+        Some("true".into())
     );
     db.execute("DROP FUNCTION public.unnest(text[])");
     rollup(&db)
         .expect(0)
-        .assert_stderr_has("applied migration V005__");
+        .assert_stderr_has("applied migration V001__baseline.sql");
     // The run's warning would have named the planted function's row as a trigger.
     assert!(!rollup(&db).expect(0).stderr.contains("planted_by_"));
+}
+
+#[test]
+fn a_database_from_before_the_baseline_is_refused_saying_what_to_do_and_nothing_is_written() {
+    let db = cluster().fresh_db();
+    db.before_baseline();
+    db.execute(
+        "INSERT INTO loan_loads (source, sha256, started_at) VALUES ('old.csv', 'x', now());
+         INSERT INTO loans VALUES ('2023-01-01', 10, 2, 8, NULL, 1, now());",
+    );
+    let before = db.everything();
+    let out = rollup(&db).expect(70);
+    assert_no_panic(&out);
+    out.assert_stderr_has("made by loans binaries from before the schema became one baseline file")
+        .assert_stderr_has("public.schema_migrations holds their migrations 1, 2, 3, 4, 5")
+        .assert_stderr_has("make a new database and load the extracts again (docs/operations.md");
+    assert_eq!(db.everything(), before);
+}
+
+#[test]
+fn what_people_read_goes_to_the_first_schema_of_the_search_path_the_machinery_to_its_own() {
+    let db = cluster().fresh_db();
+    db.execute(&format!(
+        "CREATE SCHEMA app; ALTER DATABASE {} SET search_path = app",
+        db.name
+    ));
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    db.execute(&format!(
+        "UPDATE loans SET number_of_loans = 4242 WHERE date_of_repayment = '{DAY}'"
+    ));
+    rollup(&db)
+        .expect(0)
+        .assert_stderr_has("after changes to loans");
+    assert_eq!(snapshot_loans(&db, DAY), Some("4242".into()));
+    assert_eq!(
+        db.scalar(
+            "SELECT string_agg(relnamespace::regnamespace || '.' || relname, ',' ORDER BY relname)
+               FROM pg_class WHERE relkind IN ('r', 'v')
+                AND relnamespace IN ('app'::regnamespace, 'public'::regnamespace)"
+        ),
+        Some(
+            "app.default_liquidation_rolling_avg,app.default_liquidation_rolling_avg_hist,\
+             app.loan_loads,app.loans,app.rollup_runs"
+                .into()
+        )
+    );
+    assert_eq!(
+        db.scalar("SELECT has_schema_privilege('loans_reader', 'app', 'USAGE')"),
+        Some("true".into())
+    );
 }

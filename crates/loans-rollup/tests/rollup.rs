@@ -147,7 +147,8 @@ fn each_run_is_one_snapshot_with_one_later_created_at_and_one_log_line() {
     );
     // The snapshots share their rows: 620 versions in all, not 3 × 620.
     assert_eq!(
-        db.scalar("SELECT count(*) FROM rollup_versions").unwrap(),
+        db.scalar("SELECT count(*) FROM loans_internal.rollup_versions")
+            .unwrap(),
         "620"
     );
 
@@ -206,7 +207,7 @@ fn a_run_after_a_load_recomputes_only_the_days_the_changes_reach() {
     );
     assert_eq!(
         db.scalar(&format!(
-            "SELECT count(*) FROM rollup_versions WHERE valid_from = 2 AND date_of_repayment < '{first}'"
+            "SELECT count(*) FROM loans_internal.rollup_versions WHERE valid_from = 2 AND date_of_repayment < '{first}'"
         ))
         .unwrap(),
         "0"
@@ -301,7 +302,8 @@ fn retention_by_time_drops_old_runs_and_the_versions_only_they_saw() {
     // Run 1 saw the first figures of Jan 1 and Jan 2 (Jan 2's mean uses Jan 1's ratio); run 2
     // replaced both. With both runs kept, all four versions stay.
     assert_eq!(
-        db.scalar("SELECT count(*) FROM rollup_versions").unwrap(),
+        db.scalar("SELECT count(*) FROM loans_internal.rollup_versions")
+            .unwrap(),
         "4"
     );
     assert_eq!(
@@ -315,7 +317,8 @@ fn retention_by_time_drops_old_runs_and_the_versions_only_they_saw() {
         .expect(0)
         .assert_stderr_has("1 snapshot kept (2 dropped)");
     assert_eq!(
-        db.scalar("SELECT count(*) FROM rollup_versions").unwrap(),
+        db.scalar("SELECT count(*) FROM loans_internal.rollup_versions")
+            .unwrap(),
         "2"
     );
     assert_eq!(db.scalar("SELECT min(id) FROM rollup_runs").unwrap(), "3");
@@ -394,7 +397,7 @@ fn wait_for_no_rollup_session(db: &TestDb) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while db.scalar(
         "SELECT (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'loans-rollup')
-              + (SELECT count(*) FROM pg_locks WHERE relation = 'rollup_lock'::regclass)",
+              + (SELECT count(*) FROM pg_locks WHERE relation = 'loans_internal.rollup_lock'::regclass)",
     ) != Some("0".into())
     {
         assert!(Instant::now() < deadline, "a rollup session did not end");
@@ -462,7 +465,8 @@ fn a_run_killed_mid_transaction_leaves_the_previous_snapshot_and_is_marked_aband
     );
     // The changes the killed run had taken went back to the log with its transaction.
     assert_ne!(
-        db.scalar("SELECT count(*) FROM loans_changes").unwrap(),
+        db.scalar("SELECT count(*) FROM loans_internal.loans_changes")
+            .unwrap(),
         "0"
     );
 
@@ -485,7 +489,7 @@ fn a_failed_run_is_recorded_with_its_error_and_the_last_good_snapshot_stays() {
     db.execute(
         "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
            $$BEGIN RAISE EXCEPTION 'disk on fire' USING HINT = 'call the operator'; END$$;
-         CREATE TRIGGER refuse BEFORE INSERT ON rollup_versions
+         CREATE TRIGGER refuse BEFORE INSERT ON loans_internal.rollup_versions
            FOR EACH ROW EXECUTE FUNCTION refuse();",
     );
     db.execute("UPDATE loans SET number_of_loans = number_of_loans + 1 WHERE date_of_repayment = '2022-01-05'");
@@ -502,7 +506,7 @@ fn a_failed_run_is_recorded_with_its_error_and_the_last_good_snapshot_stays() {
         "failed: recomputing the changed days: disk on fire (SQLSTATE P0001); HINT: call the operator"
     );
     assert_eq!(view(&db), before);
-    db.execute("DROP TRIGGER refuse ON rollup_versions");
+    db.execute("DROP TRIGGER refuse ON loans_internal.rollup_versions");
     rollup(&db).expect(0);
     assert_eq!(
         db.scalar("SELECT max(run_id) FROM default_liquidation_rolling_avg")
@@ -526,9 +530,9 @@ fn dry_run_prints_the_sql_without_connecting() {
     .unwrap();
     assert!(out.stdout.contains(definition.trim()), "{out}");
     for part in [
-        "DELETE FROM loans_changes",
-        "INSERT INTO rollup_versions",
-        "DELETE FROM rollup_versions",
+        "DELETE FROM loans_internal.loans_changes",
+        "INSERT INTO loans_internal.rollup_versions",
+        "DELETE FROM loans_internal.rollup_versions",
         "keeping the snapshots of the last 30 days",
     ] {
         assert!(out.stdout.contains(part), "{part:?} missing\n{out}");
@@ -562,64 +566,6 @@ fn help_lists_exit_statuses() {
 }
 
 #[test]
-fn snapshots_made_before_v003_survive_the_migration() {
-    // A database as V002 left it: full snapshots, one per run, made here by hand. Jan 2 changes
-    // between runs 1 and 2, Jan 3 is gone in run 3, and run 4 failed.
-    let db = cluster().fresh_db();
-    db.migrate_to(2);
-    let mut client = db.client();
-    client
-        .batch_execute(
-            "INSERT INTO loan_loads (source, sha256, started_at) VALUES ('x', 'y', now());
-             INSERT INTO loans VALUES ('2023-01-01', 10, 2, 8, NULL, 1, now()),
-                                      ('2023-01-02', 10, 5, 5, NULL, 1, now());
-             INSERT INTO rollup_runs (started_at, finished_at, status, rollup_version, rows_written)
-             SELECT now(), now(), s, 'v1+sha256:000000000000', 3
-               FROM unnest(ARRAY['succeeded', 'succeeded', 'succeeded', 'failed']) AS s;
-             INSERT INTO default_liquidation_rolling_avg_hist VALUES
-               (1, '2023-01-01 10:00', '2023-01-01', 10, 2, 8, 4, NULL, 0),
-               (1, '2023-01-01 10:00', '2023-01-02', 10, 4, 6, 1.5, 4, 1),
-               (1, '2023-01-01 10:00', '2023-01-03', 1, 1, 0, 0, 2.75, 2),
-               (2, '2023-01-01 10:01', '2023-01-01', 10, 2, 8, 4, NULL, 0),
-               (2, '2023-01-01 10:01', '2023-01-02', 10, 5, 5, 1, 4, 1),
-               (2, '2023-01-01 10:01', '2023-01-03', 1, 1, 0, 0, 2.5, 2),
-               (3, '2023-01-01 10:02', '2023-01-01', 10, 2, 8, 4, NULL, 0),
-               (3, '2023-01-01 10:02', '2023-01-02', 10, 5, 5, 1, 4, 1);",
-        )
-        .unwrap();
-    let snapshot = |run: i64| {
-        db.rows(&format!(
-            "SELECT run_id, created_at, date_of_repayment, number_of_loans, defaults, liquidations,
-                    liquidation_to_default_ratio, ratio_rolling_avg_7d, rolling_window_days
-               FROM default_liquidation_rolling_avg_hist WHERE run_id = {run} ORDER BY date_of_repayment"
-        ))
-    };
-    let before: Vec<Vec<String>> = (1..=4).map(snapshot).collect();
-    assert_eq!(before[0].len(), 3);
-
-    // The next run migrates, then recomputes every day (the definition is a new file).
-    rollup(&db)
-        .args(["--keep", "0"])
-        .expect(0)
-        .assert_stderr_has("applied migration V003__rollup_history.sql");
-    let after: Vec<Vec<String>> = (1..=4).map(snapshot).collect();
-    assert_eq!(after, before, "every snapshot reads as it did");
-    assert_eq!(
-        db.scalar("SELECT count(*) FROM rollup_versions WHERE valid_from < 5")
-            .unwrap(),
-        "5",
-        "Jan 1 once, Jan 2 twice, Jan 3 twice"
-    );
-    assert_eq!(
-        view(&db),
-        [
-            row("2023-01-01", Some(4.0), None, 0),
-            row("2023-01-02", Some(1.0), Some(4.0), 1)
-        ]
-    );
-}
-
-#[test]
 fn a_load_committed_during_a_run_is_taken_by_the_next_run() {
     let db = cluster().fresh_db();
     db.load(&Spec::sample().to_csv());
@@ -628,9 +574,9 @@ fn a_load_committed_during_a_run_is_taken_by_the_next_run() {
     db.execute("UPDATE loans SET number_of_loans = number_of_loans + 1 WHERE date_of_repayment = '2022-01-05'");
     let mut blocker = db.client();
     let mut tx = blocker.transaction().unwrap();
-    tx.batch_execute("LOCK TABLE rollup_versions IN ACCESS EXCLUSIVE MODE")
+    tx.batch_execute("LOCK TABLE loans_internal.rollup_versions IN ACCESS EXCLUSIVE MODE")
         .unwrap();
-    let run = start_blocked_run(&db, "rollup_versions");
+    let run = start_blocked_run(&db, "loans_internal.rollup_versions");
     // While the run waits inside its transaction, a load commits.
     db.execute("UPDATE loans SET number_of_loans = number_of_loans + 1 WHERE date_of_repayment = '2022-09-01'");
     tx.rollback().unwrap();

@@ -111,9 +111,37 @@ impl TestDb {
         }
     }
 
-    /// Brings the database to schema version `n` as an older binary would have: the first `n`
-    /// migrations applied and recorded, nothing after them; for tests of an upgrade.
-    pub fn migrate_to(&self, n: usize) {
+    /// Makes the database as the binaries from before the baseline schema left it: the five
+    /// files they applied, kept as they shipped in `fixtures/before-baseline/`, each recorded in
+    /// `schema_migrations` next to `loans` with its checksum.
+    pub fn before_baseline(&self) {
+        const OLD: [(i32, &str, &str); 5] = [
+            (
+                1,
+                "create_loans",
+                include_str!("../fixtures/before-baseline/V001__create_loans.sql"),
+            ),
+            (
+                2,
+                "create_rollup",
+                include_str!("../fixtures/before-baseline/V002__create_rollup.sql"),
+            ),
+            (
+                3,
+                "rollup_history",
+                include_str!("../fixtures/before-baseline/V003__rollup_history.sql"),
+            ),
+            (
+                4,
+                "reader_role",
+                include_str!("../fixtures/before-baseline/V004__reader_role.sql"),
+            ),
+            (
+                5,
+                "guards",
+                include_str!("../fixtures/before-baseline/V005__guards.sql"),
+            ),
+        ];
         let mut client = self.client();
         client
             .batch_execute(
@@ -122,17 +150,51 @@ impl TestDb {
                                                  applied_at timestamptz NOT NULL DEFAULT now())",
             )
             .expect("create schema_migrations");
-        for m in &loans_core::migrations::MIGRATIONS[..n] {
+        for (version, name, sql) in OLD {
             client
-                .batch_execute(m.sql)
-                .unwrap_or_else(|e| panic!("V{:03}: {e}", m.version));
+                .batch_execute(sql)
+                .unwrap_or_else(|e| panic!("V{version:03}: {e}"));
             client
                 .execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    &[&m.version, &m.name, &m.checksum()],
+                    &[&version, &name, &loans_core::hash::sql_sha256_hex(sql)],
                 )
                 .expect("record the migration");
         }
+    }
+
+    /// Every schema, relation and function of the database's own, and the rows of its tables: to
+    /// show that something wrote nothing.
+    pub fn everything(&self) -> Vec<String> {
+        let mut client = self.client();
+        let mut all = self.rows(
+            "SELECT 'schema ' || nspname FROM pg_namespace
+              WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'
+             UNION ALL
+             SELECT 'relation ' || oid::regclass FROM pg_class
+              WHERE relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace,
+                                         'pg_toast'::regnamespace)
+             UNION ALL
+             SELECT 'function ' || oid::regprocedure FROM pg_proc
+              WHERE pronamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+             ORDER BY 1",
+        );
+        let tables = self.rows(
+            "SELECT oid::regclass FROM pg_class WHERE relkind = 'r'
+                AND relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+              ORDER BY 1",
+        );
+        for table in tables {
+            let rows = client
+                .simple_query(&format!("SELECT t::text FROM {table} AS t ORDER BY 1"))
+                .unwrap_or_else(|e| panic!("{table}: {e}"));
+            for row in rows {
+                if let postgres::SimpleQueryMessage::Row(row) = row {
+                    all.push(format!("{table}: {}", row.get(0).unwrap_or("NULL")));
+                }
+            }
+        }
+        all
     }
 
     /// Runs statements (no results).

@@ -1,6 +1,6 @@
-//! `loans-verify` over table contents no tool would write: days outside the loader's range (an
-//! older database, from before V005's constraint), in `loans` and in a snapshot. It reports them
-//! as failed checks naming the day, and never panics.
+//! `loans-verify` over table contents no tool would write: days outside the loader's range (its
+//! constraint dropped by hand), in `loans` and in a snapshot. It reports them as failed checks
+//! naming the day, and never panics.
 
 use loans_core::rollup::{Keep, RollupOptions, run};
 use loans_testkit::cluster::{TestDb, cluster};
@@ -104,7 +104,7 @@ fn a_day_outside_the_range_in_a_snapshot_fails_the_snapshot_check_by_name() {
     rollup(&db);
     for bad in BAD {
         db.execute(&format!(
-            "INSERT INTO rollup_versions (date_of_repayment, valid_from, number_of_loans, defaults,
+            "INSERT INTO loans_internal.rollup_versions (date_of_repayment, valid_from, number_of_loans, defaults,
                                           liquidations, rolling_window_days)
              VALUES ('{bad}', 1, 1, 0, 0, 0)"
         ));
@@ -122,7 +122,7 @@ fn a_day_outside_the_range_in_a_snapshot_fails_the_snapshot_check_by_name() {
             assert!(line(&out, "snapshot").contains(bad), "{out}");
         }
         db.execute(&format!(
-            "DELETE FROM rollup_versions WHERE date_of_repayment = '{bad}'"
+            "DELETE FROM loans_internal.rollup_versions WHERE date_of_repayment = '{bad}'"
         ));
         rollup(&db);
     }

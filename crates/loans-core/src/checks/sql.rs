@@ -14,7 +14,7 @@ use crate::duration::format_duration;
 use crate::input::{self, LoanRow, Source};
 use crate::migrations;
 
-/// The days the loader accepts and V005's constraint keeps `loans` to. An older database may hold
+/// The days the loader accepts and V001's constraint keeps `loans` to. An older database may hold
 /// others (infinity, year 300000), which no recomputation can place: they are reported by name,
 /// and the walks, the gaps and the comparisons leave them out, so nothing here reads a date the
 /// client cannot hold.
@@ -310,7 +310,7 @@ pub(super) fn check_snapshot(tx: &mut Transaction<'_>, run: Option<i64>) -> Resu
     let (run_id, created, newest): (i64, String, bool) = (found.get(0), found.get(1), found.get(2));
     let mut diff = Differences::default();
     let pending: i64 = tx
-        .query_one("SELECT count(*) FROM loans_changes", &[])
+        .query_one("SELECT count(*) FROM loans_internal.loans_changes", &[])
         .map_err(DbError::query("reading the changes not rolled up yet"))?
         .get(0);
     if newest && pending == 0 {
@@ -439,7 +439,7 @@ fn days_changed_since(
         .query_one(
             "SELECT count(*), count(*) FILTER (WHERE NOT covered), (min(date_of_repayment) FILTER (WHERE NOT covered))::text
                FROM (SELECT date_of_repayment,
-                            EXISTS (SELECT 1 FROM loans_changes AS c
+                            EXISTS (SELECT 1 FROM loans_internal.loans_changes AS c
                                      WHERE date_of_repayment BETWEEN c.first_day AND c.last_day) AS covered
                        FROM loans AS l
                        FULL JOIN (SELECT * FROM default_liquidation_rolling_avg_hist WHERE run_id = $1) AS h
@@ -472,7 +472,7 @@ fn snapshot_days_outside(tx: &mut Transaction<'_>, run_id: i64) -> Result<Vec<St
     let rows = tx
         .query(
             "SELECT date_of_repayment::text
-               FROM rollup_versions
+               FROM loans_internal.rollup_versions
               WHERE (date_of_repayment < '0001-01-01' OR date_of_repayment > '9999-12-31')
                 AND valid_from <= $1 AND (valid_to IS NULL OR valid_to > $1)
               ORDER BY date_of_repayment",
