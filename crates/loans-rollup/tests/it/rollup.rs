@@ -393,7 +393,8 @@ fn start_blocked_run(db: &TestDb, table: &str) -> Child {
 fn wait_for_no_rollup_session(db: &TestDb) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while db.scalar(
-        "SELECT (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'loans-rollup')
+        "SELECT (SELECT count(*) FROM pg_stat_activity
+                   WHERE application_name = 'loans-rollup' AND datname = current_database())
               + (SELECT count(*) FROM pg_locks WHERE relation = 'rollup_lock'::regclass)",
     ) != Some("0".into())
     {
