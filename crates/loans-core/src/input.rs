@@ -13,7 +13,7 @@
 //! counts lines by LF only, so after a lone CR its line numbers are not an editor's; both take
 //! `"1"2` as `12` and a quote left open at the end as closed, without a word; and neither says
 //! where in a line a problem is. Python's `csv` module with `strict=True` is the reference: the
-//! differential test (`crates/loans-load/tests/differential.rs`) loads generated and mutated
+//! differential test (`crates/loans-load/tests/it/differential.rs`) loads generated and mutated
 //! extracts and requires the rows it reads, or a refusal.
 //!
 //! Memory stays flat: a line is at most [`MAX_LINE_BYTES`] long and duplicate dates are found

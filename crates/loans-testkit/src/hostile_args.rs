@@ -1,7 +1,7 @@
 //! Hostile command lines and environments for the binaries: whatever a user types or exports, a
 //! run ends with one of the documented exit statuses, and never with a panic or a backtrace.
 //!
-//! Each binary's `tests/hostile_args.rs` runs [`common_cases`] (the database options and
+//! Each binary's `tests/it/hostile_args.rs` runs [`common_cases`] (the database options and
 //! variables every tool reads) and its own cases through [`run_cases`], which reports every case
 //! that went wrong at once.
 

@@ -627,7 +627,7 @@ fn a_loader_killed_during_copy_leaves_the_table_as_it_was() {
     // The server notices the lost client and rolls back; wait for its backend to go.
     let deadline = Instant::now() + Duration::from_secs(30);
     while db
-        .scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'loans-load'")
+        .scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'loans-load' AND datname = current_database()")
         .unwrap()
         != "0"
     {

@@ -396,8 +396,11 @@ fn start_blocked_run(db: &TestDb, table: &str) -> Child {
 fn wait_for_no_rollup_session(db: &TestDb) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while db.scalar(
-        "SELECT (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'loans-rollup')
-              + (SELECT count(*) FROM pg_locks WHERE relation = 'loans_internal.rollup_lock'::regclass)",
+        "SELECT (SELECT count(*) FROM pg_stat_activity
+                   WHERE application_name = 'loans-rollup' AND datname = current_database())
+              + (SELECT count(*) FROM pg_locks
+                  WHERE relation = 'loans_internal.rollup_lock'::regclass
+                    AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
     ) != Some("0".into())
     {
         assert!(Instant::now() < deadline, "a rollup session did not end");

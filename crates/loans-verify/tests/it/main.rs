@@ -1,0 +1,7 @@
+//! The verifier's integration tests, as one test binary: one link of the whole stack instead of
+//! one per file, and one throwaway cluster (`loans_testkit::cluster::cluster`, started once per
+//! process) shared by every test, each on a database of its own.
+
+mod hostile;
+mod hostile_args;
+mod verify;
