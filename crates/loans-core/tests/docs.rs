@@ -2,7 +2,8 @@
 //! leads to a file that exists and, with a `#fragment`, to a heading of that file (as GitHub
 //! makes anchors); the one table of exit statuses (docs/operations.md) lists exactly the statuses
 //! the binaries' `--help` lists; and the verifier's example output in docs/usage.md names the
-//! newest schema version. Each of these once drifted from the code.
+//! newest schema version; every timing and percentage the README quotes is one of
+//! docs/benchmarks.md's figures. Each of these once drifted from the code.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -160,5 +161,54 @@ fn the_verifiers_example_names_the_newest_schema_version() {
     assert!(
         line.contains(&format!("version {newest}, as this binary expects")),
         "docs/usage.md says `{line}`, but the newest migration is V{newest:03}"
+    );
+}
+
+/// The figures in `text`'s prose with `unit` ("ms" or "%"), as written: `8.5 ms`, both ends of
+/// `19 to 24 ms`, `4.2%`.
+fn figures(text: &str, unit: &str) -> Vec<String> {
+    let words: Vec<&str> = prose(text)
+        .flat_map(|line| line.split(|c: char| c.is_whitespace() || "()[],;:|–—*".contains(c)))
+        .filter(|word| !word.is_empty())
+        .collect();
+    // As a number, so that `9.0` and `9` are one figure.
+    let number = |word: &str| word.parse::<f64>().ok().map(|n| n.to_string());
+    let mut found = Vec::new();
+    for (i, word) in words.iter().enumerate() {
+        if unit == "%" {
+            found.extend(word.strip_suffix('%').and_then(number));
+        } else if words.get(i + 1) == Some(&unit) {
+            found.extend(number(word));
+            if i >= 2 && words[i - 1] == "to" {
+                found.extend(number(words[i - 2]));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_readmes_figures_are_the_benchmarks() {
+    let readme = read(&repo().join("README.md"));
+    let benchmarks = read(&repo().join("docs/benchmarks.md"));
+    let mut missing = Vec::new();
+    let mut quoted_any = false;
+    for unit in ["ms", "%"] {
+        let measured = figures(&benchmarks, unit);
+        for quoted in figures(&readme, unit) {
+            quoted_any = true;
+            if !measured.contains(&quoted) {
+                missing.push(format!("{quoted} {unit}"));
+            }
+        }
+    }
+    assert!(
+        quoted_any,
+        "README.md quotes no timing: has the test lost its figures?"
+    );
+    assert!(
+        missing.is_empty(),
+        "README.md quotes figures docs/benchmarks.md does not hold: {}",
+        missing.join(", ")
     );
 }

@@ -14,10 +14,10 @@ const ABOUT: &str =
 const LONG_ABOUT: &str = "\
 Write a new timestamped snapshot of the liquidation-to-default ratio and its 7-day mean.
 
-One run, made to be started by cron every minute. It takes a lock without waiting (if another run
-holds it, it exits with status 75 and cron tries again next minute), applies pending migrations,
-and records itself in `rollup_runs`. Then, in one transaction, it costs what changed, not what
-exists: triggers on `loans` log the days every change touches (the loader's, or an edit in psql
+One run, made to be started by cron every minute. It applies pending migrations, takes a lock
+without waiting (if another run holds it, it exits with status 75 and cron tries again next
+minute), and records itself in `rollup_runs`. Then, in one transaction, it costs what changed,
+not what exists: triggers on `loans` log the days every change touches (the loader's, or an edit in psql
 or Adminer), and the run recomputes only the days those changes can reach (a change on day d
 moves the means of d to d+7), storing only the rows whose figures differ as new versions. With
 no change since the previous run it recomputes nothing. The first run, a run after the
