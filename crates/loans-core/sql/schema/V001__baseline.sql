@@ -288,8 +288,15 @@ BEGIN
             RETURN;
         END IF;
     END IF;
+    -- Granting a role needs CREATEROLE or its ADMIN OPTION: where a DBA made both roles for a
+    -- tools' role that has neither, the DBA grants this too.
     IF NOT pg_has_role('loans_monitor', 'loans_reader', 'MEMBER') THEN
-        GRANT loans_reader TO loans_monitor;
+        BEGIN
+            GRANT loans_reader TO loans_monitor;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE NOTICE 'loans_monitor was not made a member of loans_reader: % may not grant it',
+                         current_user;
+        END;
     END IF;
     GRANT USAGE ON SCHEMA loans_internal TO loans_monitor;
     GRANT SELECT ON loans_internal.schema_migrations, loans_internal.loans_changes,
