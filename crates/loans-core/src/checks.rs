@@ -20,6 +20,7 @@ mod sql;
 use std::time::Duration;
 
 use postgres::IsolationLevel;
+use postgres::error::SqlState;
 
 use crate::config::DbConfig;
 use crate::db::{self, DbError};
@@ -68,6 +69,11 @@ pub enum VerifyError {
     /// The message names the statement and the server's words, so `cause` is not the source.
     #[error("{cause}: gave up after waiting {LOCK_TIMEOUT} for a lock: {holders}")]
     LockTimeout { cause: DbError, holders: String },
+    /// The role may not read what the checks read (SQLSTATE 42501), such as a plain
+    /// `loans_reader`, which may not read the machinery in `loans_internal`. The message names
+    /// the statement and the server's words, so `cause` is not the source.
+    #[error("{cause}: {fix}")]
+    NotPermitted { cause: DbError, fix: String },
 }
 
 impl ExitStatus for VerifyError {
@@ -76,6 +82,7 @@ impl ExitStatus for VerifyError {
             VerifyError::Db(err) => err.exit(),
             VerifyError::Input(err) => err.exit(),
             VerifyError::LockTimeout { .. } => Exit::TempFail,
+            VerifyError::NotPermitted { .. } => Exit::Software,
         }
     }
 }
@@ -127,7 +134,43 @@ pub fn verify(options: &VerifyOptions) -> Result<Report, VerifyError> {
                 holders,
             })
         }
+        Err(VerifyError::Db(DbError::Query { context, cause }))
+            if cause.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) =>
+        {
+            let fix = not_permitted_fix(&mut client);
+            Err(VerifyError::NotPermitted {
+                cause: DbError::Query { context, cause },
+                fix,
+            })
+        }
         other => other,
+    }
+}
+
+/// What to do when the checks' role may not read what they read: loans_monitor may (V001).
+fn not_permitted_fix(client: &mut postgres::Client) -> String {
+    let found = client.query_one(
+        "SELECT quote_ident(current_user), EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'loans_monitor')",
+        &[],
+    );
+    let Ok(row) = found else {
+        return "loans-verify runs as a member of loans_monitor, which may read what it reads"
+            .to_owned();
+    };
+    let (user, exists): (String, bool) = (row.get(0), row.get(1));
+    let grant = format!("GRANT loans_monitor TO {user}");
+    if exists {
+        format!(
+            "loans-verify runs as a member of loans_monitor, which may read what it reads: a role \
+             that may grant it runs {grant}"
+        )
+    } else {
+        format!(
+            "loans-verify runs as a member of loans_monitor, which may read what it reads, and \
+             that role does not exist on this server (the migrations create it when their role \
+             may create roles): a DBA creates it, runs its grants (the schema's baseline \
+             migration lists them), then {grant}"
+        )
     }
 }
 

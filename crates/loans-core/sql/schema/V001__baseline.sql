@@ -3,7 +3,8 @@
 -- Two schemas:
 --   - the one the tools' search_path creates in (public, unless the connection sets another)
 --     holds what people read: loans, loan_loads, rollup_runs and the two views of the rollup.
---     loans_reader may read these five and nothing else;
+--     loans_reader may read these five and nothing else (loans_monitor, one of its kind, reads
+--     the machinery loans-verify reads besides);
 --   - loans_internal holds the machinery: the change log and its trigger function, the rollup's
 --     versions, the run lock and schema_migrations. A schema of its own keeps it out of what an
 --     analyst sees in Adminer, and out of the reader's reach as a whole: the reader has no USAGE
@@ -259,6 +260,48 @@ BEGIN
     GRANT SELECT ON loans, loan_loads, rollup_runs, default_liquidation_rolling_avg,
                     default_liquidation_rolling_avg_hist
        TO loans_reader;
+END
+$$;
+
+-- loans_monitor: a second group role, for what checks the tables without changing them
+-- (loans-verify from cron, a monitoring system). It is a loans_reader, and it reads the three
+-- machinery tables loans-verify reads too: schema_migrations (the schema check), loans_changes
+-- (is the snapshot behind) and rollup_versions (the snapshot of an older run). Nothing more:
+-- SELECT gives no row locks (FOR UPDATE, FOR SHARE and the rest need UPDATE) and, of the LOCK
+-- TABLE modes, only ACCESS SHARE, the one every read takes; and it gets nothing on rollup_lock,
+-- whose row a run locks FOR UPDATE NOWAIT. Created as loans_reader is, and with it: where the
+-- tools' role may not create roles, a DBA creates both and runs these grants by hand.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'loans_reader') THEN
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'loans_monitor') THEN
+        IF (SELECT rolcreaterole OR rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+            BEGIN
+                CREATE ROLE loans_monitor NOLOGIN;
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                NULL;
+            END;
+        ELSE
+            RAISE NOTICE 'loans_monitor was not created: % may not create roles', current_user;
+            RETURN;
+        END IF;
+    END IF;
+    -- Granting a role needs CREATEROLE or its ADMIN OPTION: where a DBA made both roles for a
+    -- tools' role that has neither, the DBA grants this too.
+    IF NOT pg_has_role('loans_monitor', 'loans_reader', 'MEMBER') THEN
+        BEGIN
+            GRANT loans_reader TO loans_monitor;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE NOTICE 'loans_monitor was not made a member of loans_reader: % may not grant it',
+                         current_user;
+        END;
+    END IF;
+    GRANT USAGE ON SCHEMA loans_internal TO loans_monitor;
+    GRANT SELECT ON loans_internal.schema_migrations, loans_internal.loans_changes,
+                    loans_internal.rollup_versions
+       TO loans_monitor;
 END
 $$;
 

@@ -331,12 +331,23 @@ fn the_reader_role_reads_the_public_tables_and_views_and_writes_nothing() {
             .query(&format!("SELECT * FROM {relation} LIMIT 1"), &[])
             .unwrap_or_else(|e| panic!("the reader cannot read {relation}: {e}"));
     }
-    // The verifier reads the machinery too (the schema's version, the change log), which the
-    // reader may not: it says so, and runs as the tools' role.
-    Cmd::new(BIN)
-        .args(["--database-url", &url])
-        .expect(70)
-        .assert_stderr_has("permission denied for schema loans_internal");
+    // The machinery is out of the reader's reach, and so out of the verifier's as a reader: it
+    // names the server's refusal and the fix.
+    for machinery in [
+        "schema_migrations",
+        "loans_changes",
+        "rollup_versions",
+        "rollup_lock",
+    ] {
+        let err = analyst
+            .batch_execute(&format!("SELECT * FROM loans_internal.{machinery}"))
+            .expect_err(&format!("the reader read {machinery}"));
+        let code = err.code().map(|c| c.code().to_owned()).unwrap_or_default();
+        assert_eq!(code, "42501", "{err}");
+    }
+    let out = Cmd::new(BIN).args(["--database-url", &url]).expect(70);
+    out.assert_stderr_has("permission denied for schema loans_internal");
+    out.assert_stderr_has(&format!("runs GRANT loans_monitor TO {user}"));
     for write in [
         "INSERT INTO loans VALUES ('1999-01-01', 1, 0, 0, NULL, 1, now())",
         "UPDATE loans SET defaults = 0",
@@ -360,6 +371,97 @@ fn the_reader_role_reads_the_public_tables_and_views_and_writes_nothing() {
             "{write}: {err} (SQLSTATE {code})"
         );
     }
+}
+
+/// `loans_monitor` runs the verifier read-only: it passes every check, and writes nothing, locks
+/// no row and cannot take the run lock.
+#[test]
+fn a_monitor_passes_the_checks_and_can_neither_write_nor_lock() {
+    let db = ready();
+    let user = format!("monitor_{}", db.name);
+    db.execute(&format!(
+        "CREATE ROLE {user} LOGIN PASSWORD 'watches'; GRANT loans_monitor TO {user};"
+    ));
+    let (_, server) = db.url.split_once('@').expect("a URL with a user");
+    let url = format!("postgresql://{user}:watches@{server}");
+    let out = Cmd::new(BIN)
+        .args(["--database-url", &url, "--csv", &sample_csv()])
+        .args(["--max-age", "5m", "--no-gaps", "--run", "1"])
+        .expect(0);
+    assert!(out.stdout.lines().all(|l| l.starts_with("PASS ")), "{out}");
+
+    let mut monitor = loans_testkit::cluster::connect(&url);
+    let mut refused = vec![];
+    for table in [
+        "loans",
+        "rollup_runs",
+        "loans_internal.schema_migrations",
+        "loans_internal.loans_changes",
+        "loans_internal.rollup_versions",
+        "loans_internal.rollup_lock",
+    ] {
+        // Row locks need UPDATE, whatever their strength; FOR KEY SHARE on the run lock's row
+        // would make a run's FOR UPDATE NOWAIT fail.
+        for lock in ["UPDATE", "NO KEY UPDATE", "SHARE", "KEY SHARE"] {
+            refused.push(format!("SELECT * FROM {table} FOR {lock}"));
+        }
+        // ACCESS SHARE, what any SELECT takes, is the one mode SELECT allows (on all but the
+        // run lock, which the monitor cannot read at all).
+        for mode in [
+            "ROW SHARE",
+            "ROW EXCLUSIVE",
+            "SHARE UPDATE EXCLUSIVE",
+            "SHARE",
+            "SHARE ROW EXCLUSIVE",
+            "EXCLUSIVE",
+            "ACCESS EXCLUSIVE",
+        ] {
+            refused.push(format!("BEGIN; LOCK TABLE {table} IN {mode} MODE; COMMIT"));
+        }
+        refused.push(format!("DELETE FROM {table}"));
+        refused.push(format!("TRUNCATE {table}"));
+        refused.push(format!("ALTER TABLE {table} ADD COLUMN x int"));
+    }
+    refused.extend(
+        [
+            "SELECT * FROM loans_internal.rollup_lock",
+            "BEGIN; LOCK TABLE loans_internal.rollup_lock IN ACCESS SHARE MODE; COMMIT",
+            "INSERT INTO loans VALUES ('1999-01-01', 1, 0, 0, NULL, 1, now())",
+            "UPDATE loans SET defaults = 0",
+            "INSERT INTO loans_internal.loans_changes VALUES ('-infinity', 'infinity')",
+            "UPDATE loans_internal.rollup_versions SET valid_to = NULL",
+            "INSERT INTO loans_internal.schema_migrations VALUES (2, 'mine', 'x')",
+            "UPDATE loans_internal.rollup_lock SET only_row = true",
+            "CREATE TABLE mine (x int)",
+            "CREATE TABLE loans_internal.mine (x int)",
+            "CREATE FUNCTION loans_internal.mine() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "CREATE VIEW loans_internal.mine AS SELECT 1",
+            "CREATE SCHEMA mine",
+        ]
+        .map(str::to_owned),
+    );
+    for sql in &refused {
+        let err = monitor
+            .batch_execute(sql)
+            .expect_err(&format!("the monitor could: {sql}"));
+        let code = err.code().map(|c| c.code().to_owned()).unwrap_or_default();
+        assert_eq!(code, "42501", "{sql}: {err}");
+        // A refused statement inside BEGIN leaves the transaction aborted.
+        monitor.batch_execute("ROLLBACK").unwrap();
+    }
+    for table in [
+        "loans_internal.schema_migrations",
+        "loans_internal.loans_changes",
+        "loans_internal.rollup_versions",
+    ] {
+        monitor
+            .batch_execute(&format!(
+                "BEGIN; LOCK TABLE {table} IN ACCESS SHARE MODE; COMMIT"
+            ))
+            .unwrap_or_else(|e| panic!("the monitor cannot read {table}: {e}"));
+    }
+    // Nothing it did holds up a run.
+    rollup(&db);
 }
 
 #[test]
