@@ -40,7 +40,7 @@ owner=$LOANS_DB_USER
 analyst=$LOANS_ANALYST_USER
 for name in "$owner" "$analyst"; do
   case $name in
-    "$super" | loans_reader | loans_roles_swap | pg_* | public | none | current_user | current_role | session_user)
+    "$super" | loans_reader | loans_monitor | loans_roles_swap | pg_* | public | none | current_user | current_role | session_user)
       say "$name is reserved (the superuser, a role of this stack's, or a name PostgreSQL keeps); choose another name"
       exit 1 ;;
   esac
@@ -178,6 +178,10 @@ SELECT format('CREATE ROLE %I SUPERUSER LOGIN', :'super')
 SELECT format('ALTER ROLE %I PASSWORD NULL', :'super') \gexec
 SELECT 'CREATE ROLE loans_reader NOLOGIN'
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'loans_reader') \gexec
+-- loans-verify's read-only role; the owner may not grant it loans_reader, so it is made here.
+SELECT 'CREATE ROLE loans_monitor NOLOGIN'
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'loans_monitor') \gexec
+GRANT loans_reader TO loans_monitor;
 SELECT format('CREATE ROLE %I LOGIN', :'analyst')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'analyst') \gexec
 SELECT format('ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L',
