@@ -657,3 +657,58 @@ fn a_load_committed_during_a_run_is_taken_by_the_next_run() {
         .assert_stderr_has("0 rows written, 0 ended");
     assert_eq!(view(&db), full_view);
 }
+
+/// PREPAREs `sql` with no types given, so the server infers each parameter's from its use, and
+/// compares them with the types the file's header states; the statement must parse and plan
+/// against the real schema, and the counts and types must agree.
+fn prepare_as_stated(client: &mut postgres::Client, file: &str, sql: &str) -> Result<(), String> {
+    let stated =
+        loans_core::statements::header_parameters(sql).map_err(|e| format!("{file}: {e}"))?;
+    // A prepared statement lasts the session: the previous file's goes first.
+    client.batch_execute("DEALLOCATE ALL").unwrap();
+    client
+        .batch_execute(&format!("PREPARE statement_under_test AS {sql}"))
+        .map_err(|e| format!("{file}: {}", loans_core::db::explain(&e)))?;
+    let inferred: Vec<String> = client
+        .query_one(
+            "SELECT p.parameter_types::text[], $1::text[]::regtype[]::text[]
+               FROM pg_prepared_statements AS p WHERE p.name = 'statement_under_test'",
+            &[&stated],
+        )
+        .map(|row| {
+            let (inferred, stated): (Vec<String>, Vec<String>) = (row.get(0), row.get(1));
+            if inferred == stated {
+                Ok(inferred)
+            } else {
+                Err((inferred, stated))
+            }
+        })
+        .map_err(|e| format!("{file}: {}", loans_core::db::explain(&e)))?
+        .map_err(|(inferred, stated)| {
+            format!("{file}: the header states {stated:?}, the server reads {inferred:?}")
+        })?;
+    assert_eq!(inferred.len(), stated.len());
+    Ok(())
+}
+
+#[test]
+fn every_embedded_statement_prepares_with_the_parameters_its_header_states() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    let mut client = db.client();
+    let all = loans_core::statements::all();
+    assert!(all.len() >= 18, "{}", all.len());
+    for (file, sql) in &all {
+        prepare_as_stated(&mut client, file, sql).unwrap();
+    }
+    // A header that misstates a type, or leaves a parameter out, is caught.
+    let plan = loans_core::statements::run::PLAN;
+    let wrong_type = plan.sql.replace("-- $2 text:", "-- $2 int8:");
+    let err = prepare_as_stated(&mut client, plan.file, &wrong_type).unwrap_err();
+    assert!(
+        err.contains(r#"states ["bigint", "bigint"], the server reads ["bigint", "text"]"#),
+        "{err}"
+    );
+    let missing = plan.sql.replace("-- $2 text: the rollup version\n", "");
+    assert!(prepare_as_stated(&mut client, plan.file, &missing).is_err());
+}
