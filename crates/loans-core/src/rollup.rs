@@ -314,7 +314,7 @@ pub fn dry_run_sql(keep: Keep, full: bool) -> String {
     format!(
         "-- loans-rollup, rollup {version}; keeping {keep}{full}\n\
          -- 1. apply pending migrations; on a second connection, in a transaction that lasts the\n\
-         --    run, take the run lock ({lock_file}):\n{lock}\
+         --    run (BEGIN sent with it), take the run lock ({lock_file}):\n{lock}\
          -- 2. record the run ({register_file}):\n{register}\
          -- 3. in one repeatable-read transaction: take the changes logged since the last run\n\
          --    ({plan_file}):\n{plan}\
@@ -347,20 +347,38 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
     let mut db = options.db.clone();
     db.set_server_option("statement_timeout", STATEMENT_TIMEOUT);
     db.set_server_option("lock_timeout", LOCK_TIMEOUT);
-    let mut client = db::connect(&db)?;
-    migrations::migrate(&mut client)?;
     // The run lock is a row lock, so it lives in a transaction; the run commits its `running`
     // row before its work, so that transaction is on a connection of its own, open for the whole
-    // run. It goes when the connection does, however the process ends.
-    let mut lock_client = db::connect(&db)?;
-    let mut lock = lock_client
-        .transaction()
-        .map_err(DbError::query("starting the run lock's transaction"))?;
-    match lock.query_typed(sql::LOCK.sql, &[]) {
-        Ok(rows) if rows.is_empty() => return Err(RollupError::NoLockRow),
-        Ok(_) => {}
+    // run. It goes when the connection does, however the process ends. The two connections are
+    // opened at once, the lock's on a thread of its own while this one checks the migrations:
+    // each pays its start-up and password exchange, but not one after the other.
+    let (mut client, mut lock_client) = std::thread::scope(|scope| {
+        let lock_client = scope.spawn(|| db::connect(&db));
+        let client = db::connect(&db)
+            .map_err(RollupError::from)
+            .and_then(|mut client| {
+                migrations::migrate(&mut client)?;
+                Ok(client)
+            });
+        let lock_client = lock_client
+            .join()
+            .expect("the connecting thread does not panic");
+        Ok::<_, RollupError>((client?, lock_client?))
+    })?;
+    // BEGIN and the lock in one round trip; the lock is the second statement's result.
+    let locked = lock_client.simple_query(&format!("BEGIN;\n{}", sql::LOCK.sql));
+    match locked {
+        Ok(messages) => {
+            let rows = messages
+                .iter()
+                .filter(|m| matches!(m, postgres::SimpleQueryMessage::Row(_)))
+                .count();
+            if rows == 0 {
+                return Err(RollupError::NoLockRow);
+            }
+        }
         Err(err) if locks::is_lock_timeout(&err) => {
-            drop(lock);
+            drop(lock_client);
             let holder = locks::holders(&mut client, &["rollup_lock"]);
             return Err(RollupError::Locked { holder });
         }
@@ -408,7 +426,7 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
     };
     // The lock would go with the session anyway, but a server takes a moment to end a session
     // after its client has gone: a run started right after this one could find it still held.
-    if let Err(err) = lock.rollback() {
+    if let Err(err) = lock_client.batch_execute("ROLLBACK") {
         log::debug!("releasing the rollup lock: {}", db::explain(&err));
     }
     result
