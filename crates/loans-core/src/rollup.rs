@@ -24,8 +24,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
+use postgres::Client;
 use postgres::types::{Date, Type};
-use postgres::{Client, IsolationLevel, Transaction};
 
 use crate::config::DbConfig;
 use crate::db::{self, DbError};
@@ -293,6 +293,16 @@ pub enum WorkError {
     /// The message names the statement and the server's words, so `cause` is not the source.
     #[error("{cause}: gave up after waiting {LOCK_TIMEOUT} for a lock: {holders}")]
     LockTimeout { cause: DbError, holders: String },
+    /// Another run took the run lock between this one's recording itself and its work.
+    #[error(
+        "another loans-rollup run took the lock before this one's work began ({0}); it does the work"
+    )]
+    LockedOut(String),
+    #[error(
+        "rollup_lock has no row, so a run cannot take the run lock: restore it with \
+         INSERT INTO rollup_lock VALUES (true)"
+    )]
+    NoLockRow,
 }
 
 impl ExitStatus for WorkError {
@@ -300,7 +310,8 @@ impl ExitStatus for WorkError {
         match self {
             WorkError::Db(err) => err.exit(),
             WorkError::DaysOutOfRange(_) => Exit::DataErr,
-            WorkError::LockTimeout { .. } => Exit::TempFail,
+            WorkError::LockTimeout { .. } | WorkError::LockedOut(_) => Exit::TempFail,
+            WorkError::NoLockRow => Exit::Software,
         }
     }
 }
@@ -313,16 +324,16 @@ pub fn dry_run_sql(keep: Keep, full: bool) -> String {
     let statement = |sql: &str| format!("{};\n\n", sql.trim_end());
     format!(
         "-- loans-rollup, rollup {version}; keeping {keep}{full}\n\
-         -- 1. apply pending migrations; on a second connection, in a transaction that lasts the\n\
-         --    run (BEGIN sent with it), take the run lock ({lock_file}):\n{lock}\
-         -- 2. record the run ({register_file}):\n{register}\
-         -- 3. in one repeatable-read transaction: take the changes logged since the last run\n\
-         --    ({plan_file}):\n{plan}\
+         -- 1. apply pending migrations; take the run lock and record the run, in one statement\n\
+         --    committed at once ({register_file}):\n{register}\
+         -- 2. begin a repeatable-read transaction and take the run lock again, held to its end\n\
+         --    ({lock_file}, sent with the BEGIN):\n{lock}\
+         -- 3. take the changes logged since the last run ({plan_file}):\n{plan}\
          -- 4. if anything changed (or the definition did), recompute those days and store the\n\
          --    differences ({apply_file} around sql/rollup/{ROLLUP_FILE}):\n{apply}\
          -- 5. mark the run succeeded and apply retention ({finish_file}):\n{finish}\
-         -- 6. commit; end the lock's transaction. A run whose work fails rolls it back and, in\n\
-         --    a transaction of its own, records its error ({fail_file}):\n{fail}",
+         -- 6. commit. A run whose work fails rolls it back and, in a transaction of its own,\n\
+         --    records its error ({fail_file}):\n{fail}",
         version = rollup_version(),
         full = if full { "; --full" } else { "" },
         lock_file = sql::LOCK.file,
@@ -347,50 +358,25 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
     let mut db = options.db.clone();
     db.set_server_option("statement_timeout", STATEMENT_TIMEOUT);
     db.set_server_option("lock_timeout", LOCK_TIMEOUT);
-    // The run lock is a row lock, so it lives in a transaction; the run commits its `running`
-    // row before its work, so that transaction is on a connection of its own, open for the whole
-    // run. It goes when the connection does, however the process ends. The two connections are
-    // opened at once, the lock's on a thread of its own while this one checks the migrations:
-    // each pays its start-up and password exchange, but not one after the other.
-    let (mut client, mut lock_client) = std::thread::scope(|scope| {
-        let lock_client = scope.spawn(|| db::connect(&db));
-        let client = db::connect(&db)
-            .map_err(RollupError::from)
-            .and_then(|mut client| {
-                migrations::migrate(&mut client)?;
-                Ok(client)
-            });
-        let lock_client = lock_client
-            .join()
-            .expect("the connecting thread does not panic");
-        Ok::<_, RollupError>((client?, lock_client?))
-    })?;
-    // BEGIN and the lock in one round trip; the lock is the second statement's result.
-    let locked = lock_client.simple_query(&format!("BEGIN;\n{}", sql::LOCK.sql));
-    match locked {
-        Ok(messages) => {
-            let rows = messages
-                .iter()
-                .filter(|m| matches!(m, postgres::SimpleQueryMessage::Row(_)))
-                .count();
-            if rows == 0 {
-                return Err(RollupError::NoLockRow);
-            }
-        }
+    let mut client = db::connect(&db)?;
+    migrations::migrate(&mut client)?;
+    // The run lock is a row lock, so it lives in a transaction. The run takes it twice on its one
+    // connection: in the statement that records the run, committed at once, so the `running` row
+    // shows while the run works; then as the first statement of its work's transaction, held to
+    // the end. A run that starts in between takes the lock and marks this one abandoned; then
+    // whichever of the two takes it next does the work, and the other stops as locked out.
+    let version = rollup_version();
+    let row = match client.query_typed_opt(sql::REGISTER.sql, &[(&version, Type::TEXT)]) {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(RollupError::NoLockRow),
         Err(err) if locks::is_lock_timeout(&err) => {
-            drop(lock_client);
             let holder = locks::holders(&mut client, &["rollup_lock"]);
             return Err(RollupError::Locked { holder });
         }
-        Err(err) => return Err(DbError::query("taking the run lock")(err).into()),
-    }
-
-    let version = rollup_version();
-    let row = client
-        .query_typed_one(sql::REGISTER.sql, &[(&version, Type::TEXT)])
-        .map_err(DbError::query("recording the run in rollup_runs"))?;
+        Err(err) => return Err(DbError::query("recording the run in rollup_runs")(err).into()),
+    };
     let (run_id, abandoned): (i64, i64) = (row.get(0), row.get(1));
-    let result = match work(&mut client, run_id, &version, options) {
+    match work(&mut client, run_id, &version, options) {
         Ok(done) => Ok(RunReport {
             run_id,
             abandoned,
@@ -423,13 +409,7 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
             }
             Err(RollupError::Failed { run_id, cause })
         }
-    };
-    // The lock would go with the session anyway, but a server takes a moment to end a session
-    // after its client has gone: a run started right after this one could find it still held.
-    if let Err(err) = lock_client.batch_execute("ROLLBACK") {
-        log::debug!("releasing the rollup lock: {}", db::explain(&err));
     }
-    result
 }
 
 /// What `sql/run/plan.sql` found.
@@ -458,19 +438,54 @@ impl Plan {
     }
 }
 
-/// The run's work, in one repeatable-read transaction: a killed run leaves no trace but its
-/// `running` row, and the changes it took go back to the log if it fails.
+/// The run's work, in one repeatable-read transaction that holds the run lock: a killed run
+/// leaves no trace but its `running` row, and the changes it took go back to the log if it fails.
 fn work(
     client: &mut Client,
     run_id: i64,
     version: &str,
     options: &RollupOptions,
 ) -> Result<RunReport, WorkError> {
-    let mut tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .start()
-        .map_err(DbError::query("starting the run's transaction"))?;
+    // BEGIN and the lock in one round trip; the lock is the second statement's result.
+    let begin = format!("BEGIN ISOLATION LEVEL REPEATABLE READ;\n{}", sql::LOCK.sql);
+    let rows = match client.simple_query(&begin) {
+        Ok(messages) => messages
+            .iter()
+            .filter(|m| matches!(m, postgres::SimpleQueryMessage::Row(_)))
+            .count(),
+        Err(err) if locks::is_lock_timeout(&err) => {
+            let _ = client.batch_execute("ROLLBACK");
+            return Err(WorkError::LockedOut(locks::holders(
+                client,
+                &["rollup_lock"],
+            )));
+        }
+        Err(err) => {
+            let _ = client.batch_execute("ROLLBACK");
+            return Err(DbError::query("starting the run's transaction")(err).into());
+        }
+    };
+    let result = if rows == 0 {
+        Err(WorkError::NoLockRow)
+    } else {
+        work_locked(client, run_id, version, options)
+    };
+    if result.is_err() {
+        // Whatever failed, the transaction goes; a connection lost meanwhile has nothing to undo.
+        if let Err(err) = client.batch_execute("ROLLBACK") {
+            log::debug!("rolling back the run's transaction: {}", db::explain(&err));
+        }
+    }
+    result
+}
+
+/// [`work`] once the transaction holds the lock; it commits the run.
+fn work_locked(
+    tx: &mut Client,
+    run_id: i64,
+    version: &str,
+    options: &RollupOptions,
+) -> Result<RunReport, WorkError> {
     let plan = tx
         .query_typed_one(
             sql::PLAN.sql,
@@ -503,8 +518,8 @@ fn work(
     };
     let (rows_written, rows_ended) = match work {
         Work::Nothing => (0, 0),
-        Work::Range { from, to } => apply(&mut tx, from, to, run_id)?,
-        Work::Full(_) => apply(&mut tx, Date::NegInfinity, Date::PosInfinity, run_id)?,
+        Work::Range { from, to } => apply(tx, from, to, run_id)?,
+        Work::Full(_) => apply(tx, Date::NegInfinity, Date::PosInfinity, run_id)?,
     };
     let (count, period) = match options.keep {
         Keep::All => (None, None),
@@ -527,7 +542,8 @@ fn work(
             "marking the run succeeded and applying retention",
         ))?;
     let (kept, dropped): (i64, i64) = (row.get(0), row.get(1));
-    tx.commit().map_err(DbError::query("committing the run"))?;
+    tx.batch_execute("COMMIT")
+        .map_err(DbError::query("committing the run"))?;
     Ok(RunReport {
         run_id,
         work,
@@ -543,7 +559,7 @@ fn work(
 
 /// Runs the apply statement for the days `from` to `to`; returns the versions added and ended.
 fn apply(
-    tx: &mut Transaction<'_>,
+    tx: &mut Client,
     from: Date<NaiveDate>,
     to: Date<NaiveDate>,
     run_id: i64,
