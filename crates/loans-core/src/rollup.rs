@@ -253,6 +253,13 @@ pub enum RollupError {
          minute away)"
     )]
     Locked { holder: String },
+    /// Another run started between this one's recording itself and its work, and marked this
+    /// one abandoned; that run does the work, and this one records nothing more.
+    #[error(
+        "run {run_id} was marked abandoned by a run that started before its work began; that \
+         run does the work, and this one stops (the next is a minute away)"
+    )]
+    Abandoned { run_id: i64 },
     #[error(
         "rollup_lock has no row, so a run cannot take the run lock: restore it with \
          INSERT INTO rollup_lock VALUES (true)"
@@ -270,7 +277,7 @@ pub enum RollupError {
 impl ExitStatus for RollupError {
     fn exit(&self) -> Exit {
         match self {
-            RollupError::Locked { .. } => Exit::TempFail,
+            RollupError::Locked { .. } | RollupError::Abandoned { .. } => Exit::TempFail,
             RollupError::NoLockRow => Exit::Software,
             RollupError::Db(err) => err.exit(),
             RollupError::Failed { cause, .. } => cause.exit(),
@@ -303,6 +310,9 @@ pub enum WorkError {
          INSERT INTO rollup_lock VALUES (true)"
     )]
     NoLockRow,
+    /// This run's row is no longer `running`: see [`RollupError::Abandoned`].
+    #[error("the run was marked abandoned before its work began")]
+    Abandoned,
 }
 
 impl ExitStatus for WorkError {
@@ -310,7 +320,9 @@ impl ExitStatus for WorkError {
         match self {
             WorkError::Db(err) => err.exit(),
             WorkError::DaysOutOfRange(_) => Exit::DataErr,
-            WorkError::LockTimeout { .. } | WorkError::LockedOut(_) => Exit::TempFail,
+            WorkError::LockTimeout { .. } | WorkError::LockedOut(_) | WorkError::Abandoned => {
+                Exit::TempFail
+            }
             WorkError::NoLockRow => Exit::Software,
         }
     }
@@ -326,8 +338,8 @@ pub fn dry_run_sql(keep: Keep, full: bool) -> String {
         "-- loans-rollup, rollup {version}; keeping {keep}{full}\n\
          -- 1. apply pending migrations; take the run lock and record the run, in one statement\n\
          --    committed at once ({register_file}):\n{register}\
-         -- 2. begin a repeatable-read transaction and take the run lock again, held to its end\n\
-         --    ({lock_file}, sent with the BEGIN):\n{lock}\
+         -- 2. begin a repeatable-read transaction and take the run lock again, held to its end,\n\
+         --    if this run is still `running` ({lock_file}, sent with the BEGIN):\n{lock}\
          -- 3. take the changes logged since the last run ({plan_file}):\n{plan}\
          -- 4. if anything changed (or the definition did), recompute those days and store the\n\
          --    differences ({apply_file} around sql/rollup/{ROLLUP_FILE}):\n{apply}\
@@ -354,6 +366,21 @@ pub fn dry_run_sql(keep: Keep, full: bool) -> String {
 /// One run: migrate, lock, record, work out what changed, recompute it, retention, done.
 /// Statements go out with their parameter types (`query_typed`), so each costs one round trip.
 pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
+    register(options)?.work(options)
+}
+
+/// A run recorded `running` in `rollup_runs` (its statement committed), its work not begun.
+pub struct Registered {
+    client: Client,
+    run_id: i64,
+    abandoned: i64,
+    version: String,
+    clock: Instant,
+}
+
+/// The first half of [`run`]: connect, migrate, take the run lock and record the run, in one
+/// statement committed at once. Public so that a test can start another run before the work.
+pub fn register(options: &RollupOptions) -> Result<Registered, RollupError> {
     let clock = Instant::now();
     let mut db = options.db.clone();
     db.set_server_option("statement_timeout", STATEMENT_TIMEOUT);
@@ -363,8 +390,8 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
     // The run lock is a row lock, so it lives in a transaction. The run takes it twice on its one
     // connection: in the statement that records the run, committed at once, so the `running` row
     // shows while the run works; then as the first statement of its work's transaction, held to
-    // the end. A run that starts in between takes the lock and marks this one abandoned; then
-    // whichever of the two takes it next does the work, and the other stops as locked out.
+    // the end. A run that starts in between takes the lock and marks this one abandoned; the
+    // work's lock statement sees that and this run stops, leaving its row as the other wrote it.
     let version = rollup_version();
     let row = match client.query_typed_opt(sql::REGISTER.sql, &[(&version, Type::TEXT)]) {
         Ok(Some(row)) => row,
@@ -375,39 +402,66 @@ pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
         }
         Err(err) => return Err(DbError::query("recording the run in rollup_runs")(err).into()),
     };
-    let (run_id, abandoned): (i64, i64) = (row.get(0), row.get(1));
-    match work(&mut client, run_id, &version, options) {
-        Ok(done) => Ok(RunReport {
+    Ok(Registered {
+        client,
+        run_id: row.get(0),
+        abandoned: row.get(1),
+        version,
+        clock,
+    })
+}
+
+impl Registered {
+    /// This run's id in `rollup_runs`.
+    pub fn run_id(&self) -> i64 {
+        self.run_id
+    }
+
+    /// The second half of [`run`]: the work, in one transaction that holds the run lock.
+    pub fn work(self, options: &RollupOptions) -> Result<RunReport, RollupError> {
+        let Registered {
+            mut client,
             run_id,
             abandoned,
-            elapsed: clock.elapsed(),
-            ..done
-        }),
-        Err(cause) => {
-            // The work rolled back; say who held a lock it gave up on, and record why, in a
-            // transaction of its own.
-            let cause = match cause {
-                WorkError::Db(DbError::Query { context, cause })
-                    if locks::is_lock_timeout(&cause) =>
-                {
-                    let holders = locks::holders(&mut client, RUN_TABLES);
-                    WorkError::LockTimeout {
-                        cause: DbError::Query { context, cause },
-                        holders,
+            version,
+            clock,
+        } = self;
+        match work(&mut client, run_id, &version, options) {
+            Ok(done) => Ok(RunReport {
+                run_id,
+                abandoned,
+                elapsed: clock.elapsed(),
+                ..done
+            }),
+            // Another run settled this one's row; it stays as that run wrote it.
+            Err(WorkError::Abandoned) => Err(RollupError::Abandoned { run_id }),
+            Err(cause) => {
+                // The work rolled back; say who held a lock it gave up on, and record why, in a
+                // transaction of its own.
+                let cause = match cause {
+                    WorkError::Db(DbError::Query { context, cause })
+                        if locks::is_lock_timeout(&cause) =>
+                    {
+                        let holders = locks::holders(&mut client, RUN_TABLES);
+                        WorkError::LockTimeout {
+                            cause: DbError::Query { context, cause },
+                            holders,
+                        }
                     }
+                    other => other,
+                };
+                let error = cause.to_string();
+                let params: [(&(dyn postgres::types::ToSql + Sync), Type); 2] =
+                    [(&run_id, Type::INT8), (&error, Type::TEXT)];
+                if let Err(err) = client.query_typed(sql::FAIL.sql, &params) {
+                    log::warn!(
+                        "could not mark run {run_id} failed: {}; the next run will mark it \
+                         abandoned",
+                        db::explain(&err)
+                    );
                 }
-                other => other,
-            };
-            let error = cause.to_string();
-            let params: [(&(dyn postgres::types::ToSql + Sync), Type); 2] =
-                [(&run_id, Type::INT8), (&error, Type::TEXT)];
-            if let Err(err) = client.query_typed(sql::FAIL.sql, &params) {
-                log::warn!(
-                    "could not mark run {run_id} failed: {}; the next run will mark it abandoned",
-                    db::explain(&err)
-                );
+                Err(RollupError::Failed { run_id, cause })
             }
-            Err(RollupError::Failed { run_id, cause })
         }
     }
 }
@@ -448,11 +502,11 @@ fn work(
 ) -> Result<RunReport, WorkError> {
     // BEGIN and the lock in one round trip; the lock is the second statement's result.
     let begin = format!("BEGIN ISOLATION LEVEL REPEATABLE READ;\n{}", sql::LOCK.sql);
-    let rows = match client.simple_query(&begin) {
-        Ok(messages) => messages
-            .iter()
-            .filter(|m| matches!(m, postgres::SimpleQueryMessage::Row(_)))
-            .count(),
+    let row = match client.simple_query(&begin) {
+        Ok(messages) => messages.into_iter().find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        }),
         Err(err) if locks::is_lock_timeout(&err) => {
             let _ = client.batch_execute("ROLLBACK");
             return Err(WorkError::LockedOut(locks::holders(
@@ -460,15 +514,23 @@ fn work(
                 &["rollup_lock"],
             )));
         }
+        // This run's row changed after the snapshot: another run marked it abandoned.
+        Err(err) if err.code() == Some(&postgres::error::SqlState::T_R_SERIALIZATION_FAILURE) => {
+            let _ = client.batch_execute("ROLLBACK");
+            return Err(WorkError::Abandoned);
+        }
         Err(err) => {
             let _ = client.batch_execute("ROLLBACK");
             return Err(DbError::query("starting the run's transaction")(err).into());
         }
     };
-    let result = if rows == 0 {
-        Err(WorkError::NoLockRow)
-    } else {
-        work_locked(client, run_id, version, options)
+    let running = |status: Option<&str>| status == Some("running");
+    let result = match row {
+        Some(row) if !running(row.get(0)) || (row.get(1) == Some("t") && !running(row.get(2))) => {
+            Err(WorkError::Abandoned)
+        }
+        Some(row) if row.get(1) == Some("t") => work_locked(client, run_id, version, options),
+        _ => Err(WorkError::NoLockRow),
     };
     if result.is_err() {
         // Whatever failed, the transaction goes; a connection lost meanwhile has nothing to undo.
@@ -741,6 +803,20 @@ mod tests {
                 assert!(text.contains(part.trim_end()), "{file}");
             }
         }
+        // In the order a run sends them.
+        let sent = [
+            sql::REGISTER.sql,
+            sql::LOCK.sql,
+            sql::PLAN.sql,
+            statements::apply(),
+            sql::FINISH.sql,
+            sql::FAIL.sql,
+        ];
+        let at: Vec<usize> = sent
+            .iter()
+            .map(|part| text.find(part.trim_end()).unwrap())
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}");
         assert!(text.contains("keeping the newest 60 snapshots\n"));
         assert!(dry_run_sql(Keep::All, true).contains("keeping all snapshots; --full"));
     }
