@@ -411,6 +411,16 @@ pub fn register(options: &RollupOptions) -> Result<Registered, RollupError> {
     })
 }
 
+impl fmt::Debug for Registered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registered")
+            .field("run_id", &self.run_id)
+            .field("abandoned", &self.abandoned)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Registered {
     /// This run's id in `rollup_runs`.
     pub fn run_id(&self) -> i64 {
