@@ -44,6 +44,20 @@ struct Args {
     /// The commit measured, for the record.
     #[arg(long, default_value = "unknown")]
     commit: String,
+    /// A role of this name is made, and the cluster asks it for a password over TCP
+    /// (scram-sha-256): a cron run is measured as deployed, with it. Without it, not measured.
+    #[arg(long)]
+    password_role: Option<String>,
+    /// The extract loaded for that measurement.
+    #[arg(long, default_value = "data/loans.csv")]
+    extract: PathBuf,
+    /// Release binaries to compare with (an older commit's): their runs alternate with
+    /// --bin-dir's in the password measurement.
+    #[arg(long)]
+    baseline_bin_dir: Option<PathBuf>,
+    /// Measure only the cron run with a password (with --password-role).
+    #[arg(long)]
+    only_password_run: bool,
 }
 
 /// Sizes and repetitions of one mode.
@@ -131,6 +145,18 @@ struct RollupResult {
     weekly_to_full: f64,
 }
 
+/// A cron run as deployed: over TCP, to a role that must give its password (scram-sha-256),
+/// with the extract loaded and a few runs done; with nothing changed, and after one day of
+/// `loans` changed. The baseline's binaries, when given, run alternately with these.
+#[derive(Debug, Serialize)]
+struct PasswordRunResult {
+    days: i64,
+    nothing: Stats,
+    one_day: Stats,
+    baseline_nothing: Option<Stats>,
+    baseline_one_day: Option<Stats>,
+}
+
 #[derive(Debug, Serialize)]
 struct GrowthResult {
     days: u32,
@@ -178,9 +204,10 @@ struct Results {
     machine: Machine,
     copy: Vec<(u32, Stats)>,
     loader: Vec<LoadResult>,
-    floor: FloorResult,
+    floor: Option<FloorResult>,
     rollup: Vec<RollupResult>,
-    growth: GrowthResult,
+    password_run: Option<PasswordRunResult>,
+    growth: Option<GrowthResult>,
     storage: Vec<StorageResult>,
     verify: Vec<VerifyResult>,
 }
@@ -585,6 +612,88 @@ impl Bench {
         results
     }
 
+    /// A cron run over TCP with a password, against the baseline's when given (see
+    /// [`PasswordRunResult`]).
+    fn password_run(&self, role: &str) -> PasswordRunResult {
+        let password = "bench-password";
+        let mut admin = connect(&self.cluster.admin_url);
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {role} WITH (FORCE)"),
+            format!("DROP ROLE IF EXISTS {role}"),
+            // CREATEROLE for the migration that makes loans_reader.
+            format!("CREATE ROLE {role} LOGIN CREATEROLE PASSWORD '{password}'"),
+            format!("CREATE DATABASE {role} OWNER {role}"),
+        ] {
+            admin.batch_execute(&sql).expect("make the password role");
+        }
+        let (scheme, rest) = self
+            .cluster
+            .admin_url
+            .split_once("://")
+            .expect("a URL with a scheme");
+        let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+        let host = host.rsplit_once('/').map_or(host, |(host, _)| host);
+        let url = format!("{scheme}://{role}:{password}@{host}/{role}");
+        timed(self.tool("loans-load", &url).arg(&self.args.extract));
+        for _ in 0..3 {
+            timed(&mut self.tool("loans-rollup", &url));
+        }
+        // As the superuser over trust: the changes between runs are not measured.
+        let mut owner = connect(&self.cluster.url(role));
+        owner
+            .batch_execute("VACUUM ANALYZE")
+            .expect("vacuum the benchmark database");
+        let days: i64 = owner
+            .query_one("SELECT count(*) FROM loans", &[])
+            .expect("count the days")
+            .get(0);
+        let mut bins = vec![self.args.bin_dir.clone()];
+        bins.extend(self.args.baseline_bin_dir.clone());
+        let mut samples: Vec<(Vec<Sample>, Vec<Sample>)> =
+            bins.iter().map(|_| (vec![], vec![])).collect();
+        let rounds = self.plan.rollup_runs * 2;
+        for round in 0..rounds {
+            // Alternately first, so neither side always follows the other.
+            let order: Vec<usize> = if round % 2 == 0 {
+                (0..bins.len()).collect()
+            } else {
+                (0..bins.len()).rev().collect()
+            };
+            for i in order {
+                let run = || {
+                    let mut command = isolated(bins[i].join("loans-rollup"));
+                    command
+                        .arg("--database-url")
+                        .arg(&url)
+                        .env("RUST_LOG", "warn");
+                    timed(&mut command)
+                };
+                samples[i].0.push(run());
+                let step = if round % 2 == 0 { 1 } else { -1 };
+                owner
+                    .execute(
+                        "UPDATE loans SET number_of_loans = number_of_loans + $1
+                          WHERE date_of_repayment = (SELECT max(date_of_repayment) FROM loans)",
+                        &[&step],
+                    )
+                    .expect("change one day");
+                samples[i].1.push(run());
+            }
+        }
+        let stats: Vec<(Stats, Stats)> = samples
+            .iter()
+            .map(|(nothing, one)| (Stats::of(nothing), Stats::of(one)))
+            .collect();
+        eprintln!("loans-bench: cron run with a password done");
+        PasswordRunResult {
+            days,
+            nothing: stats[0].0,
+            one_day: stats[0].1,
+            baseline_nothing: stats.get(1).map(|s| s.0),
+            baseline_one_day: stats.get(1).map(|s| s.1),
+        }
+    }
+
     fn verify(&self) -> Vec<VerifyResult> {
         let mut results = vec![];
         for &rows in &self.plan.verify_rows {
@@ -643,21 +752,44 @@ fn main() {
         args,
     };
     let machine = machine(&bench.args, &bench.cluster);
-    let (copy, loader) = bench.loader();
-    let floor = bench.floor();
-    let rollup = bench.rollup();
-    let growth = bench.growth();
-    let storage = bench.storage();
-    let verify = bench.verify();
-    let results = Results {
-        machine,
-        copy,
-        loader,
-        floor,
-        rollup,
-        growth,
-        storage,
-        verify,
+    let password_run = |bench: &Bench| {
+        bench
+            .args
+            .password_role
+            .as_deref()
+            .map(|role| bench.password_run(role))
+    };
+    let results = if bench.args.only_password_run {
+        Results {
+            machine,
+            copy: vec![],
+            loader: vec![],
+            floor: None,
+            rollup: vec![],
+            password_run: password_run(&bench),
+            growth: None,
+            storage: vec![],
+            verify: vec![],
+        }
+    } else {
+        let (copy, loader) = bench.loader();
+        let floor = Some(bench.floor());
+        let rollup = bench.rollup();
+        let password_run = password_run(&bench);
+        let growth = Some(bench.growth());
+        let storage = bench.storage();
+        let verify = bench.verify();
+        Results {
+            machine,
+            copy,
+            loader,
+            floor,
+            rollup,
+            password_run,
+            growth,
+            storage,
+            verify,
+        }
     };
     if let Some(dir) = Path::new(&bench.args.out).parent() {
         fs::create_dir_all(dir).expect("create the output folder");

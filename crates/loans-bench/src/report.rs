@@ -59,9 +59,12 @@ pub(crate) fn markdown(r: &Results) -> String {
     out
 }
 
-/// The cron run's figures: the old floor, each size's runs, growth, and storage.
+/// The cron run's figures: the old floor, each size's runs, with a password, growth, and storage.
 fn rollup_section(out: &mut String, r: &Results) {
-    let f = &r.floor;
+    password_section(out, r);
+    let (Some(f), Some(g)) = (&r.floor, &r.growth) else {
+        return;
+    };
     let _ = writeln!(
         out,
         "\nThe floor a run used to pay every minute at {} days: spawn + connect + recompute every \
@@ -94,7 +97,6 @@ fn rollup_section(out: &mut String, r: &Results) {
             kib(x.full.peak_rss_kib)
         );
     }
-    let g = &r.growth;
     let _ = writeln!(
         out,
         "\nGrowth: {} consecutive runs at {} days, autovacuum as shipped: median of the first 100 \
@@ -133,6 +135,33 @@ fn rollup_section(out: &mut String, r: &Results) {
             x.full_copies_rows,
             x.first_page.show(),
             x.estimated_rows
+        );
+    }
+}
+
+/// A cron run over TCP with a password, beside the baseline's binaries when measured.
+fn password_section(out: &mut String, r: &Results) {
+    let Some(p) = &r.password_run else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\nOne cron run over TCP with a password (scram-sha-256), {} days, {} runs each, \
+         alternating (median, min–max):\n\n| binaries | nothing changed | one day changed |\n\
+         | --- | ---: | ---: |\n| these | {} | {} |",
+        p.days,
+        p.nothing.runs,
+        p.nothing.show(),
+        p.one_day.show()
+    );
+    if let (Some(nothing), Some(one_day)) = (p.baseline_nothing, p.baseline_one_day) {
+        let _ = writeln!(
+            out,
+            "| baseline | {} | {} |\n| these to the baseline | {:.2}x | {:.2}x |",
+            nothing.show(),
+            one_day.show(),
+            p.nothing.median_ms / nothing.median_ms,
+            p.one_day.median_ms / one_day.median_ms
         );
     }
 }

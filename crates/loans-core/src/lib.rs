@@ -17,4 +17,5 @@ pub mod logging;
 pub mod migrations;
 mod pgpass;
 pub mod rollup;
+pub mod statements;
 pub mod tls;

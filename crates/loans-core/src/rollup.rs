@@ -24,14 +24,15 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
+use postgres::Client;
 use postgres::types::{Date, Type};
-use postgres::{Client, IsolationLevel, Transaction};
 
 use crate::config::DbConfig;
 use crate::db::{self, DbError};
 use crate::exit::{Exit, ExitStatus};
 use crate::locks;
 use crate::migrations::{self, MigrationError};
+use crate::statements::{self, run as sql};
 
 /// The file in use is named once, here; a new version of the definition is a new file and this
 /// one line.
@@ -54,206 +55,8 @@ pub const STATEMENT_TIMEOUT: &str = "50s";
 /// migration's), before the run gives up naming who holds it.
 pub const LOCK_TIMEOUT: &str = "20s";
 
-/// The run lock: the one row of `rollup_lock`, locked without waiting. Locking it needs UPDATE on
-/// the table, which only its owner has; `loans_reader` cannot even see it.
-const LOCK_SQL: &str = "\
-SELECT set_config('idle_in_transaction_session_timeout', '0', true)
-  FROM loans_internal.rollup_lock
-   FOR UPDATE NOWAIT";
-
 /// How long snapshots are kept unless told otherwise: 30 days.
 pub const DEFAULT_KEEP: &str = "30d";
-
-/// Records the run before the work starts and settles runs that died before finishing.
-const REGISTER_SQL: &str = "\
-WITH abandoned AS (
-    UPDATE rollup_runs
-       SET status = 'failed',
-           finished_at = now(),
-           error = 'abandoned: the run ended without finishing (killed, or its connection was lost)'
-     WHERE status = 'running'
- RETURNING id
-),
-run AS (
-    INSERT INTO rollup_runs (started_at, status, rollup_version)
-    VALUES (now(), 'running', $1)
- RETURNING id
-)
-SELECT run.id, (SELECT count(*) FROM abandoned) FROM run";
-
-/// The first statement of a run's transaction: takes the ranges logged since the last run (the
-/// rows this transaction's snapshot sees; later ones stay for the next run) and finds the
-/// previous successful run. Returns that run, whether the definition changed since it, the days
-/// to recompute (from the first changed day to the last one plus 7), and the first days of
-/// `loans` outside 0001-01-01 to 9999-12-31, which the definition cannot compute.
-///
-/// The loader refuses such days and V001's constraint keeps them out, but an older database may
-/// hold them and the log may name them: the days to recompute are kept within what every
-/// statement and the client can hold (a logged day past 9999-12-24 recomputes to `infinity`, one
-/// before 0001-01-01 from `-infinity`), so a range that named such a day still works once the day
-/// is corrected. The two index probes of `loans` cost nothing when it has no such day.
-///
-/// Last, the change log's triggers that are not enabled ALWAYS (V001): a trigger disabled, or
-/// re-enabled with a plain `ENABLE TRIGGER` (as `pg_restore --disable-triggers` does), may have
-/// let changes through unlogged, so the run recomputes every day.
-const PLAN_SQL: &str = "\
-WITH taken AS (
-    DELETE FROM loans_internal.loans_changes RETURNING first_day, last_day
-),
-logged AS (
-    SELECT min(first_day) AS first_day, max(last_day) AS last_day FROM taken
-),
-previous AS (
-    SELECT id, rollup_version
-      FROM rollup_runs
-     WHERE status = 'succeeded' AND id < $1
-     ORDER BY id DESC
-     LIMIT 1
-)
-SELECT (SELECT id FROM previous),
-       (SELECT rollup_version FROM previous) IS DISTINCT FROM $2,
-       CASE WHEN first_day < '0001-01-01' THEN '-infinity'
-            WHEN first_day > '9999-12-31' THEN '9999-12-31'
-            ELSE first_day END,
-       CASE WHEN last_day > '9999-12-24' THEN 'infinity'
-            WHEN last_day < '0001-01-01' THEN '0001-01-08'
-            ELSE last_day + 7 END,
-       (SELECT string_agg(d::text, ', ' ORDER BY d)
-          FROM (SELECT date_of_repayment AS d
-                  FROM loans
-                 WHERE date_of_repayment < '0001-01-01' OR date_of_repayment > '9999-12-31'
-                 ORDER BY 1
-                 LIMIT 5) AS outside),
-       (SELECT string_agg(name || CASE WHEN t.tgenabled IS NULL THEN ' (missing)'
-                                       WHEN t.tgenabled = 'D' THEN ' (disabled)'
-                                       WHEN t.tgenabled = 'R' THEN ' (only in replica mode)'
-                                       ELSE ' (not in replica mode)' END, ', ' ORDER BY name)
-          FROM unnest(ARRAY['loans_changes_insert', 'loans_changes_update',
-                            'loans_changes_delete', 'loans_changes_truncate']) AS name
-          LEFT JOIN pg_trigger AS t ON t.tgrelid = 'loans'::regclass AND t.tgname = name
-         WHERE t.tgenabled IS DISTINCT FROM 'A')
-  FROM logged";
-
-/// Recomputes the days from `$1` to `$2` with the definition and stores the differences for run
-/// `$3`: the current versions in the range that the recomputation no longer gives (other
-/// figures, or a day gone from `loans`) end at this run; the recomputed rows that are not
-/// current already become versions from this run. Returns how many were added and ended.
-const APPLY_SQL: &str = concat!(
-    "\
-WITH computed AS (
-",
-    include_str!(concat!("../sql/rollup/", rollup_file!())),
-    "
-),
-current AS (
-    SELECT *
-      FROM loans_internal.rollup_versions
-     WHERE valid_to IS NULL AND date_of_repayment BETWEEN $1::date AND $2::date
-),
-ended AS (
-    UPDATE loans_internal.rollup_versions AS v
-       SET valid_to = $3
-      FROM current AS c
-     WHERE v.date_of_repayment = c.date_of_repayment
-       AND v.valid_from = c.valid_from
-       AND NOT EXISTS (
-           SELECT 1
-             FROM computed AS n
-            WHERE n.date_of_repayment = c.date_of_repayment
-              AND (n.number_of_loans, n.defaults, n.liquidations, n.liquidation_to_default_ratio,
-                   n.ratio_rolling_avg_7d, n.rolling_window_days)
-                  IS NOT DISTINCT FROM
-                  (c.number_of_loans, c.defaults, c.liquidations, c.liquidation_to_default_ratio,
-                   c.ratio_rolling_avg_7d, c.rolling_window_days))
- RETURNING 1
-),
-added AS (
-    INSERT INTO loans_internal.rollup_versions
-           (date_of_repayment, valid_from, number_of_loans, defaults, liquidations,
-            liquidation_to_default_ratio, ratio_rolling_avg_7d, rolling_window_days)
-    SELECT n.date_of_repayment, $3, n.number_of_loans, n.defaults, n.liquidations,
-           n.liquidation_to_default_ratio, n.ratio_rolling_avg_7d, n.rolling_window_days
-      FROM computed AS n
-     WHERE NOT EXISTS (
-           SELECT 1
-             FROM current AS c
-            WHERE c.date_of_repayment = n.date_of_repayment
-              AND (n.number_of_loans, n.defaults, n.liquidations, n.liquidation_to_default_ratio,
-                   n.ratio_rolling_avg_7d, n.rolling_window_days)
-                  IS NOT DISTINCT FROM
-                  (c.number_of_loans, c.defaults, c.liquidations, c.liquidation_to_default_ratio,
-                   c.ratio_rolling_avg_7d, c.rolling_window_days))
- RETURNING 1
-)
-SELECT (SELECT count(*) FROM added), (SELECT count(*) FROM ended)"
-);
-
-/// The last statement of a run's transaction: marks run `$1` succeeded with `$2` rows changed and
-/// its snapshot time, later than every earlier snapshot's even if the clock went back, and
-/// applies retention. The oldest run kept is the `$3`-th newest successful one (this run
-/// counted), or the oldest successful one made within `$4` of now; with neither, all are kept.
-/// The runs before it go, and so do the versions that ended at or before it, which no kept run
-/// sees. Returns the snapshots kept and the successful runs dropped.
-const FINISH_SQL: &str = "\
-WITH stamp AS (
-    SELECT greatest(now(), (SELECT created_at + interval '1 microsecond'
-                              FROM rollup_runs
-                             WHERE status = 'succeeded' AND created_at IS NOT NULL
-                             ORDER BY id DESC
-                             LIMIT 1)) AS created_at
-),
-oldest AS (
-    SELECT CASE
-             WHEN $3::int8 IS NOT NULL THEN
-                 (SELECT min(id)
-                    FROM (SELECT id
-                            FROM rollup_runs
-                           WHERE (status = 'succeeded' AND created_at IS NOT NULL) OR id = $1
-                           ORDER BY id DESC
-                           LIMIT $3) AS newest)
-             WHEN $4::text IS NOT NULL THEN
-                 coalesce((SELECT min(id)
-                             FROM rollup_runs
-                            WHERE status = 'succeeded'
-                              -- An infinite time cannot be subtracted: +infinity is within
-                              -- any period, -infinity within none.
-                              AND CASE WHEN isfinite(created_at)
-                                       THEN now() - created_at <= $4::interval
-                                       ELSE created_at > now()
-                                   END), $1)
-           END AS id
-),
-dropped_versions AS (
-    DELETE FROM loans_internal.rollup_versions
-     WHERE valid_to <= (SELECT id FROM oldest)
- RETURNING 1
-),
-dropped_runs AS (
-    DELETE FROM rollup_runs
-     WHERE id < (SELECT id FROM oldest)
- RETURNING status, created_at
-),
-finished AS (
-    UPDATE rollup_runs
-       SET status = 'succeeded',
-           finished_at = clock_timestamp(),
-           created_at = (SELECT created_at FROM stamp),
-           rows_written = $2
-     WHERE id = $1
- RETURNING id
-)
-SELECT (SELECT count(*)
-          FROM rollup_runs
-         WHERE status = 'succeeded' AND created_at IS NOT NULL AND id <> $1
-           AND id >= coalesce((SELECT id FROM oldest), 0)) + 1,
-       (SELECT count(*) FROM dropped_runs WHERE status = 'succeeded' AND created_at IS NOT NULL),
-       (SELECT count(*) FROM dropped_versions),
-       (SELECT count(*) FROM finished)";
-
-const FAIL_SQL: &str = "\
-UPDATE rollup_runs
-   SET status = 'failed', finished_at = clock_timestamp(), error = $2
- WHERE id = $1";
 
 /// The version recorded in `rollup_runs.rollup_version`: the file's version and the start of its
 /// SHA-256, so an edit that forgot to bump the version still shows.
@@ -450,6 +253,13 @@ pub enum RollupError {
          minute away)"
     )]
     Locked { holder: String },
+    /// Another run started between this one's recording itself and its work, and marked this
+    /// one abandoned; that run does the work, and this one records nothing more.
+    #[error(
+        "run {run_id} was marked abandoned by a run that started before its work began; that \
+         run does the work, and this one stops (the next is a minute away)"
+    )]
+    Abandoned { run_id: i64 },
     #[error(
         "loans_internal.rollup_lock has no row, so a run cannot take the run lock: restore it with \
          INSERT INTO loans_internal.rollup_lock VALUES (true)"
@@ -467,7 +277,7 @@ pub enum RollupError {
 impl ExitStatus for RollupError {
     fn exit(&self) -> Exit {
         match self {
-            RollupError::Locked { .. } => Exit::TempFail,
+            RollupError::Locked { .. } | RollupError::Abandoned { .. } => Exit::TempFail,
             RollupError::NoLockRow => Exit::Software,
             RollupError::Db(err) => err.exit(),
             RollupError::Failed { cause, .. } => cause.exit(),
@@ -490,6 +300,19 @@ pub enum WorkError {
     /// The message names the statement and the server's words, so `cause` is not the source.
     #[error("{cause}: gave up after waiting {LOCK_TIMEOUT} for a lock: {holders}")]
     LockTimeout { cause: DbError, holders: String },
+    /// Another run took the run lock between this one's recording itself and its work.
+    #[error(
+        "another loans-rollup run took the lock before this one's work began ({0}); it does the work"
+    )]
+    LockedOut(String),
+    #[error(
+        "loans_internal.rollup_lock has no row, so a run cannot take the run lock: restore it with \
+         INSERT INTO loans_internal.rollup_lock VALUES (true)"
+    )]
+    NoLockRow,
+    /// This run's row is no longer `running`: see [`RollupError::Abandoned`].
+    #[error("the run was marked abandoned before its work began")]
+    Abandoned,
 }
 
 impl ExitStatus for WorkError {
@@ -497,7 +320,10 @@ impl ExitStatus for WorkError {
         match self {
             WorkError::Db(err) => err.exit(),
             WorkError::DaysOutOfRange(_) => Exit::DataErr,
-            WorkError::LockTimeout { .. } => Exit::TempFail,
+            WorkError::LockTimeout { .. } | WorkError::LockedOut(_) | WorkError::Abandoned => {
+                Exit::TempFail
+            }
+            WorkError::NoLockRow => Exit::Software,
         }
     }
 }
@@ -510,100 +336,152 @@ const RUN_TABLES: &[&str] = &[
     "loans_internal.rollup_versions",
 ];
 
-/// The statements a run sends, for `--dry-run`.
+/// The statements a run sends, for `--dry-run`: each file, its header saying what it takes.
 pub fn dry_run_sql(keep: Keep, full: bool) -> String {
+    let statement = |sql: &str| format!("{};\n\n", sql.trim_end());
     format!(
         "-- loans-rollup, rollup {version}; keeping {keep}{full}\n\
-         -- 1. apply pending migrations; on a second connection, in a transaction that lasts the\n\
-         --    run, take the run lock:\n{LOCK_SQL};\n\n\
-         -- 2. record the run ($1 = rollup version):\n{REGISTER_SQL};\n\n\
-         -- 3. in one repeatable-read transaction: take the changes logged since the last run\n\
-         --    ($1 = run id, $2 = rollup version):\n{PLAN_SQL};\n\n\
+         -- 1. apply pending migrations; take the run lock and record the run, in one statement\n\
+         --    committed at once ({register_file}):\n{register}\
+         -- 2. begin a repeatable-read transaction and take the run lock again, held to its end,\n\
+         --    if this run is still `running` ({lock_file}, sent with the BEGIN):\n{lock}\
+         -- 3. take the changes logged since the last run ({plan_file}):\n{plan}\
          -- 4. if anything changed (or the definition did), recompute those days and store the\n\
-         --    differences ($1, $2 = the days, $3 = run id):\n{APPLY_SQL};\n\n\
-         -- 5. mark the run succeeded and apply retention ($1 = run id, $2 = rows written,\n\
-         --    $3 = snapshots to keep or NULL, $4 = period to keep, as text, or NULL):\n{FINISH_SQL};\n\n\
-         -- 6. commit; end the lock's transaction\n",
+         --    differences ({apply_file} around sql/rollup/{ROLLUP_FILE}):\n{apply}\
+         -- 5. mark the run succeeded and apply retention ({finish_file}):\n{finish}\
+         -- 6. commit. A run whose work fails rolls it back and, in a transaction of its own,\n\
+         --    records its error ({fail_file}):\n{fail}",
         version = rollup_version(),
         full = if full { "; --full" } else { "" },
+        lock_file = sql::LOCK.file,
+        lock = statement(sql::LOCK.sql),
+        register_file = sql::REGISTER.file,
+        register = statement(sql::REGISTER.sql),
+        plan_file = sql::PLAN.file,
+        plan = statement(sql::PLAN.sql),
+        apply_file = sql::APPLY_WRAPPER.file,
+        apply = statement(statements::apply()),
+        finish_file = sql::FINISH.file,
+        finish = statement(sql::FINISH.sql),
+        fail_file = sql::FAIL.file,
+        fail = statement(sql::FAIL.sql),
     )
 }
 
 /// One run: migrate, lock, record, work out what changed, recompute it, retention, done.
 /// Statements go out with their parameter types (`query_typed`), so each costs one round trip.
 pub fn run(options: &RollupOptions) -> Result<RunReport, RollupError> {
+    register(options)?.work(options)
+}
+
+/// A run recorded `running` in `rollup_runs` (its statement committed), its work not begun.
+pub struct Registered {
+    client: Client,
+    run_id: i64,
+    abandoned: i64,
+    version: String,
+    clock: Instant,
+}
+
+/// The first half of [`run`]: connect, migrate, take the run lock and record the run, in one
+/// statement committed at once. Public so that a test can start another run before the work.
+pub fn register(options: &RollupOptions) -> Result<Registered, RollupError> {
     let clock = Instant::now();
     let mut db = options.db.clone();
     db.set_server_option("statement_timeout", STATEMENT_TIMEOUT);
     db.set_server_option("lock_timeout", LOCK_TIMEOUT);
     let mut client = db::connect(&db)?;
     migrations::migrate(&mut client)?;
-    // The run lock is a row lock, so it lives in a transaction; the run commits its `running`
-    // row before its work, so that transaction is on a connection of its own, open for the whole
-    // run. It goes when the connection does, however the process ends.
-    let mut lock_client = db::connect(&db)?;
-    let mut lock = lock_client
-        .transaction()
-        .map_err(DbError::query("starting the run lock's transaction"))?;
-    match lock.query_typed(LOCK_SQL, &[]) {
-        Ok(rows) if rows.is_empty() => return Err(RollupError::NoLockRow),
-        Ok(_) => {}
+    // The run lock is a row lock, so it lives in a transaction. The run takes it twice on its one
+    // connection: in the statement that records the run, committed at once, so the `running` row
+    // shows while the run works; then as the first statement of its work's transaction, held to
+    // the end. A run that starts in between takes the lock and marks this one abandoned; the
+    // work's lock statement sees that and this run stops, leaving its row as the other wrote it.
+    let version = rollup_version();
+    let row = match client.query_typed_opt(sql::REGISTER.sql, &[(&version, Type::TEXT)]) {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err(RollupError::NoLockRow),
         Err(err) if locks::is_lock_timeout(&err) => {
-            drop(lock);
             let holder = locks::holders(&mut client, &["loans_internal.rollup_lock"]);
             return Err(RollupError::Locked { holder });
         }
-        Err(err) => return Err(DbError::query("taking the run lock")(err).into()),
-    }
-
-    let version = rollup_version();
-    let row = client
-        .query_typed_one(REGISTER_SQL, &[(&version, Type::TEXT)])
-        .map_err(DbError::query("recording the run in rollup_runs"))?;
-    let (run_id, abandoned): (i64, i64) = (row.get(0), row.get(1));
-    let result = match work(&mut client, run_id, &version, options) {
-        Ok(done) => Ok(RunReport {
-            run_id,
-            abandoned,
-            elapsed: clock.elapsed(),
-            ..done
-        }),
-        Err(cause) => {
-            // The work rolled back; say who held a lock it gave up on, and record why, in a
-            // transaction of its own.
-            let cause = match cause {
-                WorkError::Db(DbError::Query { context, cause })
-                    if locks::is_lock_timeout(&cause) =>
-                {
-                    let holders = locks::holders(&mut client, RUN_TABLES);
-                    WorkError::LockTimeout {
-                        cause: DbError::Query { context, cause },
-                        holders,
-                    }
-                }
-                other => other,
-            };
-            let error = cause.to_string();
-            let params: [(&(dyn postgres::types::ToSql + Sync), Type); 2] =
-                [(&run_id, Type::INT8), (&error, Type::TEXT)];
-            if let Err(err) = client.query_typed(FAIL_SQL, &params) {
-                log::warn!(
-                    "could not mark run {run_id} failed: {}; the next run will mark it abandoned",
-                    db::explain(&err)
-                );
-            }
-            Err(RollupError::Failed { run_id, cause })
-        }
+        Err(err) => return Err(DbError::query("recording the run in rollup_runs")(err).into()),
     };
-    // The lock would go with the session anyway, but a server takes a moment to end a session
-    // after its client has gone: a run started right after this one could find it still held.
-    if let Err(err) = lock.rollback() {
-        log::debug!("releasing the rollup lock: {}", db::explain(&err));
-    }
-    result
+    Ok(Registered {
+        client,
+        run_id: row.get(0),
+        abandoned: row.get(1),
+        version,
+        clock,
+    })
 }
 
-/// What [`PLAN_SQL`] found.
+impl fmt::Debug for Registered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registered")
+            .field("run_id", &self.run_id)
+            .field("abandoned", &self.abandoned)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registered {
+    /// This run's id in `rollup_runs`.
+    pub fn run_id(&self) -> i64 {
+        self.run_id
+    }
+
+    /// The second half of [`run`]: the work, in one transaction that holds the run lock.
+    pub fn work(self, options: &RollupOptions) -> Result<RunReport, RollupError> {
+        let Registered {
+            mut client,
+            run_id,
+            abandoned,
+            version,
+            clock,
+        } = self;
+        match work(&mut client, run_id, &version, options) {
+            Ok(done) => Ok(RunReport {
+                run_id,
+                abandoned,
+                elapsed: clock.elapsed(),
+                ..done
+            }),
+            // Another run settled this one's row; it stays as that run wrote it.
+            Err(WorkError::Abandoned) => Err(RollupError::Abandoned { run_id }),
+            Err(cause) => {
+                // The work rolled back; say who held a lock it gave up on, and record why, in a
+                // transaction of its own.
+                let cause = match cause {
+                    WorkError::Db(DbError::Query { context, cause })
+                        if locks::is_lock_timeout(&cause) =>
+                    {
+                        let holders = locks::holders(&mut client, RUN_TABLES);
+                        WorkError::LockTimeout {
+                            cause: DbError::Query { context, cause },
+                            holders,
+                        }
+                    }
+                    other => other,
+                };
+                let error = cause.to_string();
+                let params: [(&(dyn postgres::types::ToSql + Sync), Type); 2] =
+                    [(&run_id, Type::INT8), (&error, Type::TEXT)];
+                if let Err(err) = client.query_typed(sql::FAIL.sql, &params) {
+                    log::warn!(
+                        "could not mark run {run_id} failed: {}; the next run will mark it \
+                         abandoned",
+                        db::explain(&err)
+                    );
+                }
+                Err(RollupError::Failed { run_id, cause })
+            }
+        }
+    }
+}
+
+/// What `sql/run/plan.sql` found.
 struct Plan {
     previous: Option<i64>,
     definition_changed: bool,
@@ -616,7 +494,7 @@ struct Plan {
 
 impl Plan {
     /// Reads the row without a panic: a date the client cannot hold is an error, not a crash
-    /// (PLAN_SQL keeps the days within range, so this is a second line of defence).
+    /// (the statement keeps the days within range, so this is a second line of defence).
     fn read(row: &postgres::Row) -> Result<Plan, postgres::Error> {
         Ok(Plan {
             previous: row.try_get(0)?,
@@ -629,21 +507,67 @@ impl Plan {
     }
 }
 
-/// The run's work, in one repeatable-read transaction: a killed run leaves no trace but its
-/// `running` row, and the changes it took go back to the log if it fails.
+/// The run's work, in one repeatable-read transaction that holds the run lock: a killed run
+/// leaves no trace but its `running` row, and the changes it took go back to the log if it fails.
 fn work(
     client: &mut Client,
     run_id: i64,
     version: &str,
     options: &RollupOptions,
 ) -> Result<RunReport, WorkError> {
-    let mut tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .start()
-        .map_err(DbError::query("starting the run's transaction"))?;
+    // BEGIN and the lock in one round trip; the lock is the second statement's result.
+    let begin = format!("BEGIN ISOLATION LEVEL REPEATABLE READ;\n{}", sql::LOCK.sql);
+    let row = match client.simple_query(&begin) {
+        Ok(messages) => messages.into_iter().find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        }),
+        Err(err) if locks::is_lock_timeout(&err) => {
+            let _ = client.batch_execute("ROLLBACK");
+            return Err(WorkError::LockedOut(locks::holders(
+                client,
+                &["loans_internal.rollup_lock"],
+            )));
+        }
+        // This run's row changed after the snapshot: another run marked it abandoned.
+        Err(err) if err.code() == Some(&postgres::error::SqlState::T_R_SERIALIZATION_FAILURE) => {
+            let _ = client.batch_execute("ROLLBACK");
+            return Err(WorkError::Abandoned);
+        }
+        Err(err) => {
+            let _ = client.batch_execute("ROLLBACK");
+            return Err(DbError::query("starting the run's transaction")(err).into());
+        }
+    };
+    let running = |status: Option<&str>| status == Some("running");
+    let result = match row {
+        Some(row) if !running(row.get(0)) || (row.get(1) == Some("t") && !running(row.get(2))) => {
+            Err(WorkError::Abandoned)
+        }
+        Some(row) if row.get(1) == Some("t") => work_locked(client, run_id, version, options),
+        _ => Err(WorkError::NoLockRow),
+    };
+    if result.is_err() {
+        // Whatever failed, the transaction goes; a connection lost meanwhile has nothing to undo.
+        if let Err(err) = client.batch_execute("ROLLBACK") {
+            log::debug!("rolling back the run's transaction: {}", db::explain(&err));
+        }
+    }
+    result
+}
+
+/// [`work`] once the transaction holds the lock; it commits the run.
+fn work_locked(
+    tx: &mut Client,
+    run_id: i64,
+    version: &str,
+    options: &RollupOptions,
+) -> Result<RunReport, WorkError> {
     let plan = tx
-        .query_typed_one(PLAN_SQL, &[(&run_id, Type::INT8), (&version, Type::TEXT)])
+        .query_typed_one(
+            sql::PLAN.sql,
+            &[(&run_id, Type::INT8), (&version, Type::TEXT)],
+        )
         .map_err(DbError::query("taking the changes to loans"))?;
     let plan = Plan::read(&plan).map_err(DbError::query("reading the changes to loans"))?;
     if let Some(days) = plan.outside {
@@ -671,8 +595,8 @@ fn work(
     };
     let (rows_written, rows_ended) = match work {
         Work::Nothing => (0, 0),
-        Work::Range { from, to } => apply(&mut tx, from, to, run_id)?,
-        Work::Full(_) => apply(&mut tx, Date::NegInfinity, Date::PosInfinity, run_id)?,
+        Work::Range { from, to } => apply(tx, from, to, run_id)?,
+        Work::Full(_) => apply(tx, Date::NegInfinity, Date::PosInfinity, run_id)?,
     };
     let (count, period) = match options.keep {
         Keep::All => (None, None),
@@ -683,7 +607,7 @@ fn work(
     let written = i32::try_from(rows_written).unwrap_or(i32::MAX);
     let row = tx
         .query_typed_one(
-            FINISH_SQL,
+            sql::FINISH.sql,
             &[
                 (&run_id, Type::INT8),
                 (&written, Type::INT4),
@@ -695,7 +619,8 @@ fn work(
             "marking the run succeeded and applying retention",
         ))?;
     let (kept, dropped): (i64, i64) = (row.get(0), row.get(1));
-    tx.commit().map_err(DbError::query("committing the run"))?;
+    tx.batch_execute("COMMIT")
+        .map_err(DbError::query("committing the run"))?;
     Ok(RunReport {
         run_id,
         work,
@@ -709,16 +634,16 @@ fn work(
     })
 }
 
-/// Runs [`APPLY_SQL`] for the days `from` to `to`; returns the versions added and ended.
+/// Runs the apply statement for the days `from` to `to`; returns the versions added and ended.
 fn apply(
-    tx: &mut Transaction<'_>,
+    tx: &mut Client,
     from: Date<NaiveDate>,
     to: Date<NaiveDate>,
     run_id: i64,
 ) -> Result<(i64, i64), DbError> {
     let row = tx
         .query_typed_one(
-            APPLY_SQL,
+            statements::apply(),
             &[
                 (&from, Type::DATE),
                 (&to, Type::DATE),
@@ -757,8 +682,7 @@ mod tests {
     }
 
     #[test]
-    fn the_apply_statement_embeds_the_definition_file_verbatim() {
-        assert!(APPLY_SQL.contains(ROLLUP_SQL));
+    fn the_definition_is_the_file_on_disk() {
         let on_disk = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("sql/rollup")
@@ -889,9 +813,25 @@ mod tests {
     #[test]
     fn dry_run_shows_every_statement() {
         let text = dry_run_sql(Keep::Count(60), false);
-        for part in [REGISTER_SQL, PLAN_SQL, APPLY_SQL, FINISH_SQL] {
-            assert!(text.contains(part));
+        for (file, part) in statements::all() {
+            if file.starts_with("run/") {
+                assert!(text.contains(part.trim_end()), "{file}");
+            }
         }
+        // In the order a run sends them.
+        let sent = [
+            sql::REGISTER.sql,
+            sql::LOCK.sql,
+            sql::PLAN.sql,
+            statements::apply(),
+            sql::FINISH.sql,
+            sql::FAIL.sql,
+        ];
+        let at: Vec<usize> = sent
+            .iter()
+            .map(|part| text.find(part.trim_end()).unwrap())
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}");
         assert!(text.contains("keeping the newest 60 snapshots\n"));
         assert!(dry_run_sql(Keep::All, true).contains("keeping all snapshots; --full"));
     }

@@ -102,7 +102,7 @@ fn main() -> ExitCode {
             log::info!("{report}");
             ExitCode::SUCCESS
         }
-        Err(err @ RollupError::Locked { .. }) => {
+        Err(err @ (RollupError::Locked { .. } | RollupError::Abandoned { .. })) => {
             log::warn!("{err}");
             err.exit().into()
         }

@@ -13,6 +13,7 @@ use crate::db::DbError;
 use crate::duration::format_duration;
 use crate::input::{self, LoanRow, Source};
 use crate::migrations;
+use crate::statements::checks as sql;
 
 /// The days the loader accepts and V001's constraint keeps `loans` to. An older database may hold
 /// others (infinity, year 300000), which no recomputation can place: they are reported by name,
@@ -22,23 +23,7 @@ const OUTSIDE: &str = "outside 0001-01-01 to 9999-12-31";
 
 pub(super) fn read_figures(tx: &mut Transaction<'_>) -> Result<Figures, DbError> {
     let row = tx
-        .query_one(
-            "SELECT (SELECT extract(epoch FROM now() - finished_at)::float8
-                       FROM rollup_runs WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1),
-                    latest.duration, latest.rows_written,
-                    (SELECT count(*) FROM rollup_runs
-                      WHERE status = 'failed' AND started_at > now() - interval '1 hour'),
-                    (SELECT count(*) FROM loans),
-                    extract(epoch FROM newest.as_of)::int8,
-                    extract(epoch FROM now())::float8 - extract(epoch FROM newest.as_of)::float8
-               FROM (SELECT) AS one
-               LEFT JOIN LATERAL (SELECT extract(epoch FROM finished_at - started_at)::float8 AS duration,
-                                         rows_written::int8
-                                    FROM rollup_runs WHERE status <> 'running'
-                                   ORDER BY id DESC LIMIT 1) AS latest ON true
-               LEFT JOIN LATERAL (SELECT max(as_of) AS as_of FROM loan_loads) AS newest ON true",
-            &[],
-        )
+        .query_one(sql::FIGURES.sql, &[])
         .map_err(DbError::query("reading the figures for monitors"))?;
     Ok(Figures {
         last_success_age_seconds: row.get(0),
@@ -76,21 +61,7 @@ pub(super) fn check_schema(client: &mut postgres::Client) -> Result<Check, DbErr
 
 pub(super) fn check_loans(tx: &mut Transaction<'_>) -> Result<Check, DbError> {
     let row = tx
-        .query_one(
-            "SELECT count(*),
-                    count(DISTINCT date_of_repayment),
-                    count(*) FILTER (WHERE date_of_repayment IS NULL OR number_of_loans IS NULL
-                                        OR defaults IS NULL OR liquidations IS NULL),
-                    count(*) FILTER (WHERE number_of_loans < 0 OR defaults < 0 OR liquidations < 0),
-                    count(*) FILTER (WHERE defaults::bigint + liquidations > number_of_loans),
-                    min(date_of_repayment)::text,
-                    max(date_of_repayment)::text,
-                    count(*) FILTER (WHERE NOT date_of_repayment BETWEEN '0001-01-01' AND '9999-12-31'),
-                    (array_agg(date_of_repayment::text ORDER BY date_of_repayment)
-                        FILTER (WHERE NOT date_of_repayment BETWEEN '0001-01-01' AND '9999-12-31'))[1:5]
-               FROM loans",
-            &[],
-        )
+        .query_one(sql::LOANS.sql, &[])
         .map_err(DbError::query("checking loans"))?;
     let (rows, dates, nulls, negative, too_many): (i64, i64, i64, i64, i64) =
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
@@ -136,16 +107,7 @@ pub(super) fn check_loans(tx: &mut Transaction<'_>) -> Result<Check, DbError> {
 
 pub(super) fn check_gaps(tx: &mut Transaction<'_>, no_gaps: bool) -> Result<Check, DbError> {
     let rows = tx
-        .query(
-            "SELECT (prev + 1)::text, (date_of_repayment - 1)::text, date_of_repayment - prev - 1
-               FROM (SELECT date_of_repayment,
-                            lag(date_of_repayment) OVER (ORDER BY date_of_repayment) AS prev
-                       FROM loans
-                      WHERE date_of_repayment BETWEEN '0001-01-01' AND '9999-12-31') AS s
-              WHERE date_of_repayment - prev > 1
-              ORDER BY date_of_repayment",
-            &[],
-        )
+        .query(sql::GAPS.sql, &[])
         .map_err(DbError::query("looking for calendar gaps in loans"))?;
     if rows.is_empty() {
         return Ok(Check::new(
@@ -207,13 +169,7 @@ pub(super) fn check_csv(
     };
     let outside = loans_days_outside(tx)?;
     let mut table = tx
-        .query_raw(
-            "SELECT date_of_repayment, number_of_loans, defaults, liquidations
-               FROM loans
-              WHERE date_of_repayment BETWEEN '0001-01-01' AND '9999-12-31'
-              ORDER BY date_of_repayment",
-            std::iter::empty::<i32>(),
-        )
+        .query_raw(sql::LOANS_ROWS.sql, std::iter::empty::<i32>())
         .map_err(DbError::query("reading loans"))?;
     let mut diff = Differences::default();
     // No file holds a day outside the loader's range.
@@ -286,19 +242,7 @@ fn show(value: Option<f64>) -> String {
 
 pub(super) fn check_snapshot(tx: &mut Transaction<'_>, run: Option<i64>) -> Result<Check, DbError> {
     let found = tx
-        .query_opt(
-            "SELECT r.id,
-                    coalesce(to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                             r.created_at::text),
-                    r.id = (SELECT max(id) FROM rollup_runs
-                             WHERE status = 'succeeded' AND created_at IS NOT NULL)
-               FROM rollup_runs AS r
-              WHERE r.status = 'succeeded' AND r.created_at IS NOT NULL
-                AND ($1::int8 IS NULL OR r.id = $1)
-              ORDER BY r.id DESC
-              LIMIT 1",
-            &[&run],
-        )
+        .query_opt(sql::SNAPSHOT_FIND.sql, &[&run])
         .map_err(DbError::query("finding the snapshot"))?;
     let Some(found) = found else {
         let why = match run {
@@ -310,7 +254,7 @@ pub(super) fn check_snapshot(tx: &mut Transaction<'_>, run: Option<i64>) -> Resu
     let (run_id, created, newest): (i64, String, bool) = (found.get(0), found.get(1), found.get(2));
     let mut diff = Differences::default();
     let pending: i64 = tx
-        .query_one("SELECT count(*) FROM loans_internal.loans_changes", &[])
+        .query_one(sql::PENDING_CHANGES.sql, &[])
         .map_err(DbError::query("reading the changes not rolled up yet"))?
         .get(0);
     if newest && pending == 0 {
@@ -390,15 +334,7 @@ fn compare_with_own_counts(
         diff.add(OUTSIDE, day.clone());
     }
     let mut rows = tx
-        .query_raw(
-            "SELECT date_of_repayment, number_of_loans, defaults, liquidations,
-                    liquidation_to_default_ratio::text, ratio_rolling_avg_7d::text,
-                    rolling_window_days, created_at::text
-               FROM default_liquidation_rolling_avg_hist
-              WHERE run_id = $1 AND date_of_repayment BETWEEN '0001-01-01' AND '9999-12-31'
-              ORDER BY date_of_repayment",
-            [&run_id],
-        )
+        .query_raw(sql::SNAPSHOT_ROWS.sql, [&run_id])
         .map_err(DbError::query(context))?;
     let mut recompute = Recompute::default();
     let mut count = outside.len() as u64;
@@ -436,18 +372,7 @@ fn days_changed_since(
     run_id: i64,
 ) -> Result<(i64, i64, Option<String>), DbError> {
     let row = tx
-        .query_one(
-            "SELECT count(*), count(*) FILTER (WHERE NOT covered), (min(date_of_repayment) FILTER (WHERE NOT covered))::text
-               FROM (SELECT date_of_repayment,
-                            EXISTS (SELECT 1 FROM loans_internal.loans_changes AS c
-                                     WHERE date_of_repayment BETWEEN c.first_day AND c.last_day) AS covered
-                       FROM loans AS l
-                       FULL JOIN (SELECT * FROM default_liquidation_rolling_avg_hist WHERE run_id = $1) AS h
-                                 USING (date_of_repayment)
-                      WHERE (l.number_of_loans, l.defaults, l.liquidations)
-                            IS DISTINCT FROM (h.number_of_loans, h.defaults, h.liquidations)) AS d",
-            &[&run_id],
-        )
+        .query_one(sql::CHANGED_SINCE.sql, &[&run_id])
         .map_err(DbError::query("comparing the snapshot's counts with loans"))?;
     Ok((row.get(0), row.get(1), row.get(2)))
 }
@@ -455,13 +380,7 @@ fn days_changed_since(
 /// The days of `loans` outside the loader's range, as text, in order.
 fn loans_days_outside(tx: &mut Transaction<'_>) -> Result<Vec<String>, DbError> {
     let rows = tx
-        .query(
-            "SELECT date_of_repayment::text
-               FROM loans
-              WHERE date_of_repayment < '0001-01-01' OR date_of_repayment > '9999-12-31'
-              ORDER BY date_of_repayment",
-            &[],
-        )
+        .query(sql::LOANS_OUTSIDE.sql, &[])
         .map_err(DbError::query("looking for days of loans out of range"))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
@@ -470,14 +389,7 @@ fn loans_days_outside(tx: &mut Transaction<'_>) -> Result<Vec<String>, DbError> 
 /// the versions' primary key.
 fn snapshot_days_outside(tx: &mut Transaction<'_>, run_id: i64) -> Result<Vec<String>, DbError> {
     let rows = tx
-        .query(
-            "SELECT date_of_repayment::text
-               FROM loans_internal.rollup_versions
-              WHERE (date_of_repayment < '0001-01-01' OR date_of_repayment > '9999-12-31')
-                AND valid_from <= $1 AND (valid_to IS NULL OR valid_to > $1)
-              ORDER BY date_of_repayment",
-            &[&run_id],
-        )
+        .query(sql::SNAPSHOT_OUTSIDE.sql, &[&run_id])
         .map_err(DbError::query(
             "looking for days of the snapshot out of range",
         ))?;
@@ -535,21 +447,7 @@ fn compare_with_loans(
         diff.add(OUTSIDE, day.clone());
     }
     let mut joined = tx
-        .query_raw(
-            "SELECT date_of_repayment,
-                    l.number_of_loans, l.defaults, l.liquidations,
-                    h.number_of_loans, h.defaults, h.liquidations,
-                    h.liquidation_to_default_ratio::text, h.ratio_rolling_avg_7d::text,
-                    h.rolling_window_days, h.created_at::text
-               FROM (SELECT * FROM loans
-                      WHERE date_of_repayment BETWEEN '0001-01-01' AND '9999-12-31') AS l
-               FULL JOIN (SELECT * FROM default_liquidation_rolling_avg_hist
-                           WHERE run_id = $1
-                             AND date_of_repayment BETWEEN '0001-01-01' AND '9999-12-31') AS h
-                         USING (date_of_repayment)
-              ORDER BY date_of_repayment",
-            [&run_id],
-        )
+        .query_raw(sql::SNAPSHOT_VS_LOANS.sql, [&run_id])
         .map_err(DbError::query("comparing the snapshot with loans"))?;
     let mut recompute = Recompute::default();
     let mut walk = Walk {
@@ -611,16 +509,7 @@ pub(super) fn check_freshness(
     max_age: Duration,
 ) -> Result<Check, DbError> {
     let row = tx
-        .query_one(
-            "SELECT (SELECT extract(epoch FROM now() - finished_at)::float8
-                       FROM rollup_runs WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1),
-                    latest.id, latest.status, latest.error
-               FROM (SELECT) AS one
-               LEFT JOIN LATERAL (SELECT id, status, error FROM rollup_runs
-                                   WHERE status <> 'running' ORDER BY id DESC LIMIT 1) AS latest
-                      ON true",
-            &[],
-        )
+        .query_one(sql::FRESHNESS.sql, &[])
         .map_err(DbError::query("checking the rollup's freshness"))?;
     let age: Option<f64> = row.get(0);
     let limit = format_duration(max_age);

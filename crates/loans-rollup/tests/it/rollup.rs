@@ -483,6 +483,134 @@ fn a_run_killed_mid_transaction_leaves_the_previous_snapshot_and_is_marked_aband
     assert_eq!(view(&db).len(), 630);
 }
 
+fn options(db: &TestDb) -> loans_core::rollup::RollupOptions {
+    loans_core::rollup::RollupOptions {
+        db: loans_core::config::DbConfig::from_url(&db.url, "loans-rollup-test").unwrap(),
+        keep: loans_core::rollup::Keep::All,
+        full: false,
+    }
+}
+
+#[test]
+fn a_run_marked_abandoned_before_its_work_began_stops_and_records_nothing_more() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    db.execute("UPDATE loans SET number_of_loans = number_of_loans + 1 WHERE date_of_repayment = '2022-01-05'");
+    // Run 2 records itself; before its work takes the lock, run 3 starts, marks it abandoned
+    // and does the work.
+    let first = loans_core::rollup::register(&options(&db)).unwrap();
+    assert_eq!(first.run_id(), 2);
+    let second = rollup(&db).expect(0);
+    second.assert_stderr_has("marked 1 abandoned run(s) failed");
+    let err = first.work(&options(&db)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "run 2 was marked abandoned by a run that started before its work began; that run does \
+         the work, and this one stops (the next is a minute away)"
+    );
+    assert_eq!(loans_core::exit::ExitStatus::exit(&err) as u8, 75);
+    assert_eq!(
+        db.rows("SELECT id, status, left(error, 10) FROM rollup_runs ORDER BY id"),
+        [
+            "1|succeeded|NULL",
+            "2|failed|abandoned:",
+            "3|succeeded|NULL"
+        ]
+    );
+    assert_eq!(
+        db.scalar("SELECT max(run_id) FROM default_liquidation_rolling_avg")
+            .unwrap(),
+        "3"
+    );
+}
+
+#[test]
+fn the_works_lock_fails_to_serialize_when_another_run_marked_the_run_abandoned_after_its_snapshot()
+{
+    use loans_core::statements::run::{LOCK, REGISTER};
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    // Run 2 by hand, as rollup.rs sends it; its snapshot is taken before run 3 starts, and its
+    // lock statement runs after run 3 has finished.
+    let mut first = db.client();
+    let version = loans_core::rollup::rollup_version();
+    let row = first
+        .query_typed_one(REGISTER.sql, &[(&version, postgres::types::Type::TEXT)])
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 2);
+    first
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
+        .unwrap();
+    rollup(&db)
+        .expect(0)
+        .assert_stderr_has("marked 1 abandoned run(s) failed");
+    let err = first.batch_execute(LOCK.sql).unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&postgres::error::SqlState::T_R_SERIALIZATION_FAILURE),
+        "{err}"
+    );
+    first.batch_execute("ROLLBACK").unwrap();
+    // With a snapshot that sees the change, the statement says so and takes no lock.
+    let rows = first
+        .simple_query(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ;\n{}",
+            LOCK.sql
+        ))
+        .unwrap();
+    let row = rows
+        .iter()
+        .find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (row.get(0), row.get(1), row.get(2)),
+        (Some("failed"), Some("f"), None)
+    );
+    // The lock's row is free for the next run.
+    let mut next = db.client();
+    next.batch_execute("BEGIN; SELECT FROM loans_internal.rollup_lock FOR UPDATE NOWAIT; ROLLBACK")
+        .unwrap();
+    first.batch_execute("ROLLBACK").unwrap();
+}
+
+#[test]
+fn a_run_locked_out_of_its_work_is_recorded_failed_once() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    let first = loans_core::rollup::register(&options(&db)).unwrap();
+    // Someone holds the run lock when the work would take it.
+    let mut holder = db.client();
+    let mut tx = holder.transaction().unwrap();
+    tx.batch_execute("SELECT FROM loans_internal.rollup_lock FOR UPDATE")
+        .unwrap();
+    let err = first.work(&options(&db)).unwrap_err();
+    assert_eq!(loans_core::exit::ExitStatus::exit(&err) as u8, 75);
+    let message = err.to_string();
+    assert!(
+        message.starts_with(
+            "run 2 failed: another loans-rollup run took the lock before this \
+                             one's work began (pid "
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("RowShareLock on loans_internal.rollup_lock"),
+        "{message}"
+    );
+    tx.rollback().unwrap();
+    assert_eq!(
+        db.scalar("SELECT status || ': ' || error FROM rollup_runs WHERE id = 2")
+            .unwrap(),
+        format!("failed: {}", message.trim_start_matches("run 2 failed: "))
+    );
+}
+
 #[test]
 fn a_failed_run_is_recorded_with_its_error_and_the_last_good_snapshot_stays() {
     let db = cluster().fresh_db();
@@ -605,4 +733,59 @@ fn a_load_committed_during_a_run_is_taken_by_the_next_run() {
         .expect(0)
         .assert_stderr_has("0 rows written, 0 ended");
     assert_eq!(view(&db), full_view);
+}
+
+/// PREPAREs `sql` with no types given, so the server infers each parameter's from its use, and
+/// compares them with the types the file's header states; the statement must parse and plan
+/// against the real schema, and the counts and types must agree.
+fn prepare_as_stated(client: &mut postgres::Client, file: &str, sql: &str) -> Result<(), String> {
+    let stated =
+        loans_core::statements::header_parameters(sql).map_err(|e| format!("{file}: {e}"))?;
+    // A prepared statement lasts the session: the previous file's goes first.
+    client.batch_execute("DEALLOCATE ALL").unwrap();
+    client
+        .batch_execute(&format!("PREPARE statement_under_test AS {sql}"))
+        .map_err(|e| format!("{file}: {}", loans_core::db::explain(&e)))?;
+    let inferred: Vec<String> = client
+        .query_one(
+            "SELECT p.parameter_types::text[], $1::text[]::regtype[]::text[]
+               FROM pg_prepared_statements AS p WHERE p.name = 'statement_under_test'",
+            &[&stated],
+        )
+        .map(|row| {
+            let (inferred, stated): (Vec<String>, Vec<String>) = (row.get(0), row.get(1));
+            if inferred == stated {
+                Ok(inferred)
+            } else {
+                Err((inferred, stated))
+            }
+        })
+        .map_err(|e| format!("{file}: {}", loans_core::db::explain(&e)))?
+        .map_err(|(inferred, stated)| {
+            format!("{file}: the header states {stated:?}, the server reads {inferred:?}")
+        })?;
+    assert_eq!(inferred.len(), stated.len());
+    Ok(())
+}
+
+#[test]
+fn every_embedded_statement_prepares_with_the_parameters_its_header_states() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    let mut client = db.client();
+    let all = loans_core::statements::all();
+    assert!(all.len() >= 18, "{}", all.len());
+    for (file, sql) in &all {
+        prepare_as_stated(&mut client, file, sql).unwrap();
+    }
+    // A header that misstates a type, or leaves a parameter out, is caught.
+    let plan = loans_core::statements::run::PLAN;
+    let wrong_type = plan.sql.replace("-- $2 text:", "-- $2 int8:");
+    let err = prepare_as_stated(&mut client, plan.file, &wrong_type).unwrap_err();
+    assert!(
+        err.contains(r#"states ["bigint", "bigint"], the server reads ["bigint", "text"]"#),
+        "{err}"
+    );
+    let missing = plan.sql.replace("-- $2 text: the rollup version\n", "");
+    assert!(prepare_as_stated(&mut client, plan.file, &missing).is_err());
 }
