@@ -615,40 +615,30 @@ impl Bench {
     /// A cron run over TCP with a password, against the baseline's when given (see
     /// [`PasswordRunResult`]).
     fn password_run(&self, role: &str) -> PasswordRunResult {
-        let password = "bench-password";
-        let mut admin = connect(&self.cluster.admin_url);
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {role} WITH (FORCE)"),
-            format!("DROP ROLE IF EXISTS {role}"),
-            // CREATEROLE for the migration that makes loans_reader.
-            format!("CREATE ROLE {role} LOGIN CREATEROLE PASSWORD '{password}'"),
-            format!("CREATE DATABASE {role} OWNER {role}"),
-        ] {
-            admin.batch_execute(&sql).expect("make the password role");
-        }
-        let (scheme, rest) = self
-            .cluster
-            .admin_url
-            .split_once("://")
-            .expect("a URL with a scheme");
-        let host = rest.split_once('@').map_or(rest, |(_, host)| host);
-        let host = host.rsplit_once('/').map_or(host, |(host, _)| host);
-        let url = format!("{scheme}://{role}:{password}@{host}/{role}");
-        timed(self.tool("loans-load", &url).arg(&self.args.extract));
-        for _ in 0..3 {
-            timed(&mut self.tool("loans-rollup", &url));
-        }
-        // As the superuser over trust: the changes between runs are not measured.
-        let mut owner = connect(&self.cluster.url(role));
-        owner
-            .batch_execute("VACUUM ANALYZE")
-            .expect("vacuum the benchmark database");
-        let days: i64 = owner
-            .query_one("SELECT count(*) FROM loans", &[])
-            .expect("count the days")
-            .get(0);
         let mut bins = vec![self.args.bin_dir.clone()];
         bins.extend(self.args.baseline_bin_dir.clone());
+        // Each build gets a database of its own, loaded and migrated by its own binaries: an
+        // older build may not read a newer schema.
+        let prepared: Vec<(String, Client)> = bins
+            .iter()
+            .enumerate()
+            .map(|(i, bin)| {
+                let name = if i == 0 {
+                    role.to_owned()
+                } else {
+                    format!("{role}_baseline")
+                };
+                self.password_db(&name, bin)
+            })
+            .collect();
+        let days: i64 = {
+            let mut owner = connect(&self.cluster.url(role));
+            owner
+                .query_one("SELECT count(*) FROM loans", &[])
+                .expect("count the days")
+                .get(0)
+        };
+        let (urls, mut owners): (Vec<String>, Vec<Client>) = prepared.into_iter().unzip();
         let mut samples: Vec<(Vec<Sample>, Vec<Sample>)> =
             bins.iter().map(|_| (vec![], vec![])).collect();
         let rounds = self.plan.rollup_runs * 2;
@@ -664,13 +654,13 @@ impl Bench {
                     let mut command = isolated(bins[i].join("loans-rollup"));
                     command
                         .arg("--database-url")
-                        .arg(&url)
+                        .arg(&urls[i])
                         .env("RUST_LOG", "warn");
                     timed(&mut command)
                 };
                 samples[i].0.push(run());
                 let step = if round % 2 == 0 { 1 } else { -1 };
-                owner
+                owners[i]
                     .execute(
                         "UPDATE loans SET number_of_loans = number_of_loans + $1
                           WHERE date_of_repayment = (SELECT max(date_of_repayment) FROM loans)",
@@ -692,6 +682,48 @@ impl Bench {
             baseline_nothing: stats.get(1).map(|s| s.0),
             baseline_one_day: stats.get(1).map(|s| s.1),
         }
+    }
+
+    /// A database and role `name` that must give a password over TCP, loaded with the extract
+    /// and three runs done by `bin`'s tools; returns its URL and a trust connection to it.
+    fn password_db(&self, name: &str, bin: &Path) -> (String, Client) {
+        let password = "bench-password";
+        let mut admin = connect(&self.cluster.admin_url);
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("DROP ROLE IF EXISTS {name}"),
+            // CREATEROLE for the migration that makes loans_reader.
+            format!("CREATE ROLE {name} LOGIN CREATEROLE PASSWORD '{password}'"),
+            format!("CREATE DATABASE {name} OWNER {name}"),
+        ] {
+            admin.batch_execute(&sql).expect("make the password role");
+        }
+        let (scheme, rest) = self
+            .cluster
+            .admin_url
+            .split_once("://")
+            .expect("a URL with a scheme");
+        let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+        let host = host.rsplit_once('/').map_or(host, |(host, _)| host);
+        let url = format!("{scheme}://{name}:{password}@{host}/{name}");
+        let tool = |tool: &str| {
+            let mut command = isolated(bin.join(tool));
+            command
+                .arg("--database-url")
+                .arg(&url)
+                .env("RUST_LOG", "warn");
+            command
+        };
+        timed(tool("loans-load").arg(&self.args.extract));
+        for _ in 0..3 {
+            timed(&mut tool("loans-rollup"));
+        }
+        // As the superuser over trust: the changes between runs are not measured.
+        let mut owner = connect(&self.cluster.url(name));
+        owner
+            .batch_execute("VACUUM ANALYZE")
+            .expect("vacuum the benchmark database");
+        (url, owner)
     }
 
     fn verify(&self) -> Vec<VerifyResult> {

@@ -120,6 +120,26 @@ pub fn target_version() -> i32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
+/// The migrations this binary has, as `version:checksum` joined by commas in order: what a
+/// database migrated by it holds in `loans_internal.schema_migrations`, in the same form
+/// (`sql/run/register.sql` compares the two).
+pub fn fingerprint() -> String {
+    MIGRATIONS
+        .iter()
+        .map(|m| format!("{}:{}", m.version, m.checksum()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Whether `err` says the machinery's schema or one of its tables does not exist: a new
+/// database, or one from before the baseline, which [`migrate`] tells apart.
+pub fn is_missing_schema(err: &postgres::Error) -> bool {
+    matches!(
+        err.code(),
+        Some(&SqlState::INVALID_SCHEMA_NAME | &SqlState::UNDEFINED_TABLE)
+    )
+}
+
 /// Reads `schema_migrations` and compares it with [`MIGRATIONS`], writing nothing. A changed or
 /// unknown migration is an error; pending ones are listed in the result.
 pub fn status(client: &mut Client) -> Result<SchemaStatus, MigrationError> {

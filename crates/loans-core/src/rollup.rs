@@ -265,6 +265,12 @@ pub enum RollupError {
          INSERT INTO loans_internal.rollup_lock VALUES (true)"
     )]
     NoLockRow,
+    /// The schema changed between this run's migrations and its recording itself.
+    #[error(
+        "the schema changed while the run started (another loans binary migrated it); nothing \
+         was recorded, the next run tries again"
+    )]
+    SchemaMoved,
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
@@ -277,7 +283,9 @@ pub enum RollupError {
 impl ExitStatus for RollupError {
     fn exit(&self) -> Exit {
         match self {
-            RollupError::Locked { .. } | RollupError::Abandoned { .. } => Exit::TempFail,
+            RollupError::Locked { .. }
+            | RollupError::Abandoned { .. }
+            | RollupError::SchemaMoved => Exit::TempFail,
             RollupError::NoLockRow => Exit::Software,
             RollupError::Db(err) => err.exit(),
             RollupError::Failed { cause, .. } => cause.exit(),
@@ -341,8 +349,9 @@ pub fn dry_run_sql(keep: Keep, full: bool) -> String {
     let statement = |sql: &str| format!("{};\n\n", sql.trim_end());
     format!(
         "-- loans-rollup, rollup {version}; keeping {keep}{full}\n\
-         -- 1. apply pending migrations; take the run lock and record the run, in one statement\n\
-         --    committed at once ({register_file}):\n{register}\
+         -- 1. if the schema is this binary's, take the run lock and record the run, in one\n\
+         --    statement committed at once ({register_file}); if not, apply the pending\n\
+         --    migrations and send it again:\n{register}\
          -- 2. begin a repeatable-read transaction and take the run lock again, held to its end,\n\
          --    if this run is still `running` ({lock_file}, sent with the BEGIN):\n{lock}\
          -- 3. take the changes logged since the last run ({plan_file}):\n{plan}\
@@ -391,26 +400,53 @@ pub fn register(options: &RollupOptions) -> Result<Registered, RollupError> {
     db.set_server_option("statement_timeout", STATEMENT_TIMEOUT);
     db.set_server_option("lock_timeout", LOCK_TIMEOUT);
     let mut client = db::connect(&db)?;
-    migrations::migrate(&mut client)?;
     // The run lock is a row lock, so it lives in a transaction. The run takes it twice on its one
     // connection: in the statement that records the run, committed at once, so the `running` row
     // shows while the run works; then as the first statement of its work's transaction, held to
     // the end. A run that starts in between takes the lock and marks this one abandoned; the
     // work's lock statement sees that and this run stops, leaving its row as the other wrote it.
+    // The recording statement first checks that the schema is this binary's: only when it is
+    // not (a new database, an upgrade) does the run apply the migrations and record itself again.
     let version = rollup_version();
-    let row = match client.query_typed_opt(sql::REGISTER.sql, &[(&version, Type::TEXT)]) {
-        Ok(Some(row)) => row,
-        Ok(None) => return Err(RollupError::NoLockRow),
-        Err(err) if locks::is_lock_timeout(&err) => {
-            let holder = locks::holders(&mut client, &["loans_internal.rollup_lock"]);
-            return Err(RollupError::Locked { holder });
+    let schema = migrations::fingerprint();
+    let mut migrated = false;
+    let (run_id, abandoned) = loop {
+        let row = match client.query_typed_one(
+            sql::REGISTER.sql,
+            &[(&version, Type::TEXT), (&schema, Type::TEXT)],
+        ) {
+            Ok(row) => row,
+            Err(err) if locks::is_lock_timeout(&err) => {
+                let holder = locks::holders(&mut client, &["loans_internal.rollup_lock"]);
+                return Err(RollupError::Locked { holder });
+            }
+            Err(err) if !migrated && migrations::is_missing_schema(&err) => {
+                migrations::migrate(&mut client)?;
+                migrated = true;
+                continue;
+            }
+            Err(err) => return Err(DbError::query("recording the run in rollup_runs")(err).into()),
+        };
+        let current: bool = row.get(0);
+        match (current, row.get::<_, Option<i64>>(1)) {
+            (true, Some(run_id)) => break (run_id, row.get::<_, i64>(2)),
+            (true, None) => return Err(RollupError::NoLockRow),
+            (false, _) if !migrated => {
+                migrations::migrate(&mut client)?;
+                migrated = true;
+            }
+            // Migrated, and still not this binary's schema: a newer binary migrated meanwhile,
+            // which the check below names.
+            (false, _) => {
+                migrations::migrate(&mut client)?;
+                return Err(RollupError::SchemaMoved);
+            }
         }
-        Err(err) => return Err(DbError::query("recording the run in rollup_runs")(err).into()),
     };
     Ok(Registered {
         client,
-        run_id: row.get(0),
-        abandoned: row.get(1),
+        run_id,
+        abandoned,
         version,
         clock,
     })

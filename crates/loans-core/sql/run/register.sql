@@ -3,11 +3,26 @@
 -- other run holds the lock. One statement, committed at once, so the `running` row shows while
 -- the run works. Both the update and the insert read the lock's row, so the lock is taken before
 -- either changes anything; with no row in rollup_lock the statement records nothing.
+-- It does all that only if the schema is the one this binary was built for (the migrations
+-- applied are exactly its own, with their checksums), which saves a run a round trip of its own
+-- for that check; otherwise it takes no lock and records nothing, and the run applies the
+-- migrations (or says why it cannot) and sends it again.
 -- $1 text: the rollup version (rollup_version() in rollup.rs)
--- Returns one row, or none when rollup_lock is empty: the new run's id (int8) and how many runs
--- it marked abandoned (int8); fails with SQLSTATE 55P03 when another session holds the lock.
-WITH run_lock AS (
-    SELECT only_row FROM loans_internal.rollup_lock FOR UPDATE NOWAIT
+-- $2 text: the migrations this binary has, as `version:checksum` joined by commas in order
+--          (migrations::fingerprint())
+-- Returns one row: whether the schema is this binary's (bool); the new run's id (int8, NULL when
+-- nothing was recorded: another schema, or rollup_lock empty) and how many runs it marked
+-- abandoned (int8). Fails with SQLSTATE 55P03 when another session holds the lock, and with
+-- 3F000 or 42P01 on a database without the schema.
+WITH schema AS MATERIALIZED (
+    SELECT coalesce(string_agg(version || ':' || checksum, ',' ORDER BY version), '') = $2 AS current
+      FROM loans_internal.schema_migrations
+),
+run_lock AS (
+    SELECT only_row
+      FROM loans_internal.rollup_lock
+     WHERE (SELECT current FROM schema)
+       FOR UPDATE NOWAIT
 ),
 abandoned AS (
     UPDATE rollup_runs
@@ -22,4 +37,4 @@ run AS (
     SELECT now(), 'running', $1 FROM run_lock
  RETURNING id
 )
-SELECT run.id, (SELECT count(*) FROM abandoned) FROM run
+SELECT (SELECT current FROM schema), (SELECT id FROM run), (SELECT count(*) FROM abandoned)

@@ -536,10 +536,17 @@ fn the_works_lock_fails_to_serialize_when_another_run_marked_the_run_abandoned_a
     // lock statement runs after run 3 has finished.
     let mut first = db.client();
     let version = loans_core::rollup::rollup_version();
+    let schema = loans_core::migrations::fingerprint();
     let row = first
-        .query_typed_one(REGISTER.sql, &[(&version, postgres::types::Type::TEXT)])
+        .query_typed_one(
+            REGISTER.sql,
+            &[
+                (&version, postgres::types::Type::TEXT),
+                (&schema, postgres::types::Type::TEXT),
+            ],
+        )
         .unwrap();
-    assert_eq!(row.get::<_, i64>(0), 2);
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, i64>(1)), (true, 2));
     first
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
         .unwrap();
@@ -788,4 +795,37 @@ fn every_embedded_statement_prepares_with_the_parameters_its_header_states() {
     );
     let missing = plan.sql.replace("-- $2 text: the rollup version\n", "");
     assert!(prepare_as_stated(&mut client, plan.file, &missing).is_err());
+}
+
+/// A run checks the schema in the statement that records it: a changed migration or one from a
+/// newer binary stops the run before it records anything, as the loader's check does.
+#[test]
+fn a_run_on_a_schema_not_its_own_records_nothing() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    let runs = || db.scalar("SELECT count(*) FROM rollup_runs");
+    db.execute(
+        "UPDATE loans_internal.schema_migrations SET checksum = repeat('0', 64) WHERE version = 1",
+    );
+    rollup(&db)
+        .expect(70)
+        .assert_stderr_has("migration V001__baseline.sql was changed after it was applied");
+    assert_eq!(runs(), Some("1".into()));
+    db.execute(&format!(
+        "UPDATE loans_internal.schema_migrations SET checksum = '{}' WHERE version = 1",
+        loans_core::migrations::MIGRATIONS[0].checksum()
+    ));
+    db.execute(
+        "INSERT INTO loans_internal.schema_migrations (version, name, checksum)
+         VALUES (999, 'from_the_future', repeat('0', 64))",
+    );
+    rollup(&db)
+        .expect(70)
+        .assert_stderr_has("which this binary does not know");
+    assert_eq!(runs(), Some("1".into()));
+    // Back to this binary's schema, a run records itself again.
+    db.execute("DELETE FROM loans_internal.schema_migrations WHERE version = 999");
+    rollup(&db).expect(0);
+    assert_eq!(runs(), Some("2".into()));
 }
