@@ -6,7 +6,7 @@
 -- transaction's snapshot shows it, and the lock taken only if it is still `running`; then the
 -- row is locked too, which fails with SQLSTATE 40001 if another run changed it after the snapshot
 -- (between the two, before the lock was taken). Locking the lock's row needs UPDATE on the table,
--- which only its owner has: loans_reader can read it, not lock it.
+-- which only its owner has: loans_reader cannot even read it.
 -- Takes nothing.
 -- Returns one row: this run's status as the snapshot shows it (text, NULL if its row is gone);
 -- whether the lock was taken (bool: false when the run is not `running` or rollup_lock is empty);
