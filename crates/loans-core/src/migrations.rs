@@ -73,23 +73,24 @@ pub enum MigrationError {
          \"Upgrading\")"
     )]
     BeforeBaseline { table: String, versions: String },
-    /// `loans` without the migrations that made it: an old database whose `schema_migrations`
-    /// was dropped, or another application's table of that name.
+    /// One of the baseline's tables or views without the migrations that made it: an old
+    /// database whose `schema_migrations` was dropped, or another application's of that name.
     #[error(
         "{table} is there but loans_internal.schema_migrations is not, so these binaries did not \
          make it (a database from before the baseline whose schema_migrations was dropped, or \
-         another application's table); they changed nothing: give loans a new database of its \
+         another application's); they changed nothing: give loans a new database of its \
          own (docs/operations.md, \"Upgrading\")"
     )]
     Unrecorded { table: String },
-    /// `loans_internal` or its `schema_migrations` made by someone else before the first
-    /// migration: whoever owns them, or may create in the schema, could change what the tools
-    /// trust there.
+    /// `loans_internal` or its `schema_migrations` made by another role (before the first
+    /// migration, say): whoever owns them, or may create in the schema, could change what the
+    /// tools trust there. Checked whenever a migration is to be applied.
     #[error(
         "schema loans_internal is not the own of {user}, the role these binaries run as \
          ({problems}): another role could plant or change the machinery they trust there; \
-         nothing was changed: see what is in it, drop it (DROP SCHEMA loans_internal CASCADE) \
-         and start again (docs/operations.md, \"Upgrading\")"
+         nothing was changed: if loans binaries made it, run them as the role that did; if not, \
+         see what is in it, drop it (DROP SCHEMA loans_internal CASCADE) and start again \
+         (docs/operations.md, \"Upgrading\")"
     )]
     Foreign { user: String, problems: String },
     #[error(
@@ -216,8 +217,14 @@ fn refuse_before_baseline(client: &mut impl GenericClient) -> Result<(), Migrati
         ))?;
     let Some(row) = found.first() else {
         let loans = client
-            .query_typed("SELECT to_regclass('loans')::text", &[])
-            .map_err(DbError::query("looking for a table loans"))?;
+            .query_typed(
+                "SELECT coalesce(to_regclass('loans'), to_regclass('loan_loads'),
+                                 to_regclass('rollup_runs'),
+                                 to_regclass('default_liquidation_rolling_avg'),
+                                 to_regclass('default_liquidation_rolling_avg_hist'))::text",
+                &[],
+            )
+            .map_err(DbError::query("looking for tables of loans"))?;
         return match loans
             .first()
             .and_then(|row| row.get::<_, Option<String>>(0))

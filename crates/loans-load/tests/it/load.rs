@@ -815,3 +815,14 @@ fn a_loans_internal_of_another_role_is_refused_by_name_to_a_tools_role_that_cann
         .assert_stderr_has(&format!("schema loans_internal belongs to {intruder}"));
     assert_eq!(db.everything(), before);
 }
+
+#[test]
+fn a_rollup_runs_of_another_applications_is_refused_before_loans_internal_is_made() {
+    let db = cluster().fresh_db();
+    db.execute("CREATE TABLE rollup_runs (id integer)");
+    let before = db.everything();
+    load(&db, fixture("small.csv"))
+        .expect(70)
+        .assert_stderr_has("rollup_runs is there but loans_internal.schema_migrations is not");
+    assert_eq!(db.everything(), before);
+}
