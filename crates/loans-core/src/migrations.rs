@@ -198,53 +198,46 @@ fn read_applied(client: &mut impl GenericClient) -> Result<Vec<Applied>, Migrati
     }
 }
 
-/// Before the baseline, `schema_migrations` lived next to `loans`, where the search_path finds
-/// them. Such a database is refused before anything is written; a `schema_migrations` of another
-/// application's, without `loans` beside it, is none of ours.
+/// Before the baseline, `schema_migrations` lived next to `loans`, in the schema the search_path
+/// creates in, where the baseline would make its tables. Such a database is refused before
+/// anything is written, and so is one with a table or view of the baseline's there but no
+/// `schema_migrations` at all. What is in a schema further down the search_path (another
+/// application's `schema_migrations` or `loans` in public) is none of ours.
 fn refuse_before_baseline(client: &mut impl GenericClient) -> Result<(), MigrationError> {
     let found = client
         .query_typed(
-            "SELECT format('%I.%I', n.nspname, m.relname)
-               FROM pg_class AS m
-               JOIN pg_namespace AS n ON n.oid = m.relnamespace, pg_class AS l
-              WHERE m.oid = to_regclass('schema_migrations')
-                AND l.oid = to_regclass('loans')
-                AND l.relnamespace = m.relnamespace",
+            "SELECT format('%I.%I', n.nspname, c.relname), c.relname
+               FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+              WHERE n.nspname = current_schema()
+                AND c.relname IN ('schema_migrations', 'loans', 'loan_loads', 'rollup_runs',
+                                  'default_liquidation_rolling_avg',
+                                  'default_liquidation_rolling_avg_hist')
+              ORDER BY c.relname <> 'schema_migrations', c.relname <> 'loans', c.relname",
             &[],
         )
         .map_err(DbError::query(
             "looking for a schema from before the baseline",
         ))?;
-    let Some(row) = found.first() else {
-        let loans = client
-            .query_typed(
-                "SELECT coalesce(to_regclass('loans'), to_regclass('loan_loads'),
-                                 to_regclass('rollup_runs'),
-                                 to_regclass('default_liquidation_rolling_avg'),
-                                 to_regclass('default_liquidation_rolling_avg_hist'))::text",
-                &[],
-            )
-            .map_err(DbError::query("looking for tables of loans"))?;
-        return match loans
-            .first()
-            .and_then(|row| row.get::<_, Option<String>>(0))
-        {
-            Some(table) => Err(MigrationError::Unrecorded { table }),
-            None => Ok(()),
-        };
+    let names: Vec<(String, String)> = found.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let ours =
+        |(table, name): &(String, String)| (name != "schema_migrations").then(|| table.clone());
+    let Some(first) = names.iter().find_map(ours) else {
+        // Nothing of ours, or only another application's schema_migrations.
+        return Ok(());
     };
-    let table: String = row.get(0);
-    let versions: Option<String> = client
+    let Some((table, _)) = names.iter().find(|(_, name)| name == "schema_migrations") else {
+        return Err(MigrationError::Unrecorded { table: first });
+    };
+    let versions = client
         .query_typed(
             &format!("SELECT string_agg(version::text, ', ' ORDER BY version) FROM {table}"),
             &[],
         )
-        .map_err(DbError::query(format!("reading {table}")))?
-        .first()
-        .and_then(|row| row.get(0));
+        .ok()
+        .and_then(|rows| rows.first().and_then(|row| row.get::<_, Option<String>>(0)));
     Err(MigrationError::BeforeBaseline {
         versions: versions.unwrap_or_else(|| "(none)".to_owned()),
-        table,
+        table: table.clone(),
     })
 }
 

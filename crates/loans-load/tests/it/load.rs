@@ -826,3 +826,26 @@ fn a_rollup_runs_of_another_applications_is_refused_before_loans_internal_is_mad
         .assert_stderr_has("rollup_runs is there but loans_internal.schema_migrations is not");
     assert_eq!(db.everything(), before);
 }
+
+#[test]
+fn another_applications_loans_later_in_the_search_path_is_none_of_ours() {
+    // The tools get a schema of their own first in the search_path; public, after it, has
+    // another application's loans and schema_migrations.
+    let db = cluster().fresh_db();
+    db.execute(&format!(
+        "CREATE TABLE public.loans (id integer);
+         CREATE TABLE public.schema_migrations (id integer);
+         CREATE SCHEMA app;
+         ALTER DATABASE {} SET search_path = app, public;",
+        db.name
+    ));
+    load(&db, fixture("small.csv")).expect(0);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM app.loans"),
+        Some("3".into())
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM public.loans"),
+        Some("0".into())
+    );
+}
