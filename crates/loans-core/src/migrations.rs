@@ -73,6 +73,26 @@ pub enum MigrationError {
          \"Upgrading\")"
     )]
     BeforeBaseline { table: String, versions: String },
+    /// One of the baseline's tables or views without the migrations that made it: an old
+    /// database whose `schema_migrations` was dropped, or another application's of that name.
+    #[error(
+        "{table} is there but loans_internal.schema_migrations is not, so these binaries did not \
+         make it (a database from before the baseline whose schema_migrations was dropped, or \
+         another application's); they changed nothing: give loans a new database of its \
+         own (docs/operations.md, \"Upgrading\")"
+    )]
+    Unrecorded { table: String },
+    /// `loans_internal` or its `schema_migrations` made by another role (before the first
+    /// migration, say): whoever owns them, or may create in the schema, could change what the
+    /// tools trust there. Checked whenever a migration is to be applied.
+    #[error(
+        "schema loans_internal is not the own of {user}, the role these binaries run as \
+         ({problems}): another role could plant or change the machinery they trust there; \
+         nothing was changed: if loans binaries made it, run them as the role that did; if not, \
+         see what is in it, drop it (DROP SCHEMA loans_internal CASCADE) and start again \
+         (docs/operations.md, \"Upgrading\")"
+    )]
+    Foreign { user: String, problems: String },
     #[error(
         "{context}: gave up after waiting {LOCK_TIMEOUT} for a lock: {holders}; nothing was \
          changed, the next start tries again"
@@ -86,7 +106,9 @@ impl ExitStatus for MigrationError {
             MigrationError::Db(err) => err.exit(),
             MigrationError::Changed { .. }
             | MigrationError::Unknown { .. }
-            | MigrationError::BeforeBaseline { .. } => Exit::Software,
+            | MigrationError::BeforeBaseline { .. }
+            | MigrationError::Unrecorded { .. }
+            | MigrationError::Foreign { .. } => Exit::Software,
             MigrationError::LockTimeout { .. } => Exit::TempFail,
         }
     }
@@ -196,46 +218,65 @@ fn read_applied(client: &mut impl GenericClient) -> Result<Vec<Applied>, Migrati
     }
 }
 
-/// Before the baseline, `schema_migrations` lived next to `loans`, where the search_path finds
-/// them. Such a database is refused before anything is written; a `schema_migrations` of another
-/// application's, without `loans` beside it, is none of ours.
+/// Before the baseline, `schema_migrations` lived next to `loans`, in the schema the search_path
+/// creates in, where the baseline would make its tables. Such a database is refused before
+/// anything is written, and so is one with a table or view of the baseline's there but no
+/// `schema_migrations` at all. What is in a schema further down the search_path (another
+/// application's `schema_migrations` or `loans` in public) is none of ours.
 fn refuse_before_baseline(client: &mut impl GenericClient) -> Result<(), MigrationError> {
     let found = client
         .query_typed(
-            "SELECT format('%I.%I', n.nspname, m.relname)
-               FROM pg_class AS m
-               JOIN pg_namespace AS n ON n.oid = m.relnamespace, pg_class AS l
-              WHERE m.oid = to_regclass('schema_migrations')
-                AND l.oid = to_regclass('loans')
-                AND l.relnamespace = m.relnamespace",
+            "SELECT format('%I.%I', n.nspname, c.relname), c.relname
+               FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+              WHERE n.nspname = current_schema()
+                AND c.relname IN ('schema_migrations', 'loans', 'loan_loads', 'rollup_runs',
+                                  'default_liquidation_rolling_avg',
+                                  'default_liquidation_rolling_avg_hist')
+              ORDER BY c.relname <> 'schema_migrations', c.relname <> 'loans', c.relname",
             &[],
         )
         .map_err(DbError::query(
             "looking for a schema from before the baseline",
         ))?;
-    let Some(row) = found.first() else {
+    let names: Vec<(String, String)> = found.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let ours =
+        |(table, name): &(String, String)| (name != "schema_migrations").then(|| table.clone());
+    let Some(first) = names.iter().find_map(ours) else {
+        // Nothing of ours, or only another application's schema_migrations.
         return Ok(());
     };
-    let table: String = row.get(0);
-    let versions: Option<String> = client
+    let Some((table, _)) = names.iter().find(|(_, name)| name == "schema_migrations") else {
+        return Err(MigrationError::Unrecorded { table: first });
+    };
+    let versions = client
         .query_typed(
             &format!("SELECT string_agg(version::text, ', ' ORDER BY version) FROM {table}"),
             &[],
         )
-        .map_err(DbError::query(format!("reading {table}")))?
-        .first()
-        .and_then(|row| row.get(0));
+        .ok()
+        .and_then(|rows| rows.first().and_then(|row| row.get::<_, Option<String>>(0)));
     Err(MigrationError::BeforeBaseline {
         versions: versions.unwrap_or_else(|| "(none)".to_owned()),
-        table,
+        table: table.clone(),
     })
 }
 
 /// Brings the schema up to date and returns how many migrations were applied. Cheap when there
 /// is nothing to do: one query, no lock.
 pub fn migrate(client: &mut Client) -> Result<usize, MigrationError> {
-    if status(client)?.pending.is_empty() {
-        return Ok(0);
+    match status(client) {
+        Ok(status) if status.pending.is_empty() => return Ok(0),
+        Ok(_) => {}
+        // A loans_internal of another role's that the tools' role may not even look into.
+        Err(MigrationError::Db(DbError::Query { context, cause }))
+            if cause.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) =>
+        {
+            return Err(match foreign(client) {
+                Ok(Some((user, problems))) => MigrationError::Foreign { user, problems },
+                _ => DbError::Query { context, cause }.into(),
+            });
+        }
+        Err(err) => return Err(err),
     }
     create_table(client)?;
     let mut applied = 0;
@@ -270,10 +311,14 @@ fn relations() -> Vec<&'static str> {
 }
 
 /// `loans_internal` and its `schema_migrations`, made on a new database. Two starters may make
-/// them at once: the one that loses finds them made when it tries again.
-fn create_table(client: &mut Client) -> Result<(), DbError> {
-    let create = |client: &mut Client| {
-        client.batch_execute(
+/// them at once: the one that loses finds them made when it tries again. `IF NOT EXISTS` would
+/// adopt a schema or table someone else made first (on a shared or managed server, say), whose
+/// owner could then plant what the tools trust: the creation is undone and refused unless both
+/// are the tools' role's own, and nobody else may create in the schema.
+fn create_table(client: &mut Client) -> Result<(), MigrationError> {
+    let attempt = |client: &mut Client| -> Result<Option<(String, String)>, postgres::Error> {
+        let mut tx = client.transaction()?;
+        tx.batch_execute(
             "CREATE SCHEMA IF NOT EXISTS loans_internal;
              CREATE TABLE IF NOT EXISTS loans_internal.schema_migrations (
                  version    integer     PRIMARY KEY,
@@ -281,7 +326,13 @@ fn create_table(client: &mut Client) -> Result<(), DbError> {
                  checksum   text        NOT NULL,
                  applied_at timestamptz NOT NULL DEFAULT now()
              )",
-        )
+        )?;
+        let foreign = foreign(&mut tx)?;
+        if foreign.is_none() {
+            tx.commit()?;
+        }
+        // Otherwise dropping the transaction rolls it back.
+        Ok(foreign)
     };
     // Losing the race shows as one of these, depending on which catalog row collided.
     let lost = |err: &postgres::Error| {
@@ -294,11 +345,46 @@ fn create_table(client: &mut Client) -> Result<(), DbError> {
         .iter()
         .any(|code| err.code() == Some(code))
     };
-    match create(client) {
-        Err(err) if lost(&err) => create(client),
+    let outcome = match attempt(client) {
+        Err(err) if lost(&err) => attempt(client),
         other => other,
+    };
+    let refused = |(user, problems)| MigrationError::Foreign { user, problems };
+    match outcome {
+        Ok(None) => Ok(()),
+        Ok(Some(found)) => Err(refused(found)),
+        // In a schema of another role's, creating the table may be what fails.
+        Err(err) => match foreign(client) {
+            Ok(Some(found)) => Err(refused(found)),
+            _ => Err(DbError::query("creating loans_internal.schema_migrations")(err).into()),
+        },
     }
-    .map_err(DbError::query("creating loans_internal.schema_migrations"))
+}
+
+/// What makes `loans_internal` not the tools' own, if anything: the role the tools run as and
+/// the list.
+fn foreign(client: &mut impl GenericClient) -> Result<Option<(String, String)>, postgres::Error> {
+    let row = client.query_one(
+        "WITH me AS (SELECT oid FROM pg_roles WHERE rolname = current_user),
+              ns AS (SELECT oid, nspowner, nspacl FROM pg_namespace WHERE nspname = 'loans_internal')
+         SELECT current_user::text, string_agg(problem, '; ' ORDER BY problem)
+           FROM (SELECT format('schema loans_internal belongs to %I', pg_get_userbyid(ns.nspowner))
+                   FROM ns, me WHERE ns.nspowner <> me.oid
+                 UNION ALL
+                 SELECT format('loans_internal.schema_migrations belongs to %I',
+                               pg_get_userbyid(c.relowner))
+                   FROM pg_class AS c JOIN ns ON c.relnamespace = ns.oid, me
+                  WHERE c.relname = 'schema_migrations' AND c.relowner <> me.oid
+                 UNION ALL
+                 SELECT format('%s may create objects in it',
+                               CASE a.grantee WHEN 0 THEN 'PUBLIC'
+                                    ELSE quote_ident(pg_get_userbyid(a.grantee)) END)
+                   FROM ns, aclexplode(ns.nspacl) AS a
+                  WHERE a.privilege_type = 'CREATE' AND a.grantee <> ns.nspowner) AS found (problem)",
+        &[],
+    )?;
+    let problems: Option<String> = row.get(1);
+    Ok(problems.map(|problems| (row.get(0), problems)))
 }
 
 /// Applies the first migration still pending, in one transaction with its row in

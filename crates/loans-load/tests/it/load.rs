@@ -718,3 +718,134 @@ fn a_database_from_before_the_baseline_is_refused_saying_what_to_do_and_nothing_
         .assert_stderr_has("make a new database and load the extracts again (docs/operations.md");
     assert_eq!(db.everything(), before);
 }
+
+#[test]
+fn a_database_whose_old_schema_migrations_was_dropped_is_refused_and_nothing_is_written() {
+    let db = cluster().fresh_db();
+    db.before_baseline();
+    db.execute("DROP TABLE schema_migrations");
+    let before = db.everything();
+    load(&db, fixture("small.csv"))
+        .expect(70)
+        .assert_stderr_has("loans is there but loans_internal.schema_migrations is not")
+        .assert_stderr_has("docs/operations.md, \"Upgrading\"");
+    assert_eq!(db.everything(), before);
+}
+
+/// A role of the test's own, that may log in.
+fn other_role(db: &TestDb, suffix: &str) -> String {
+    let role = format!("{}_{suffix}", db.name);
+    db.execute(&format!("CREATE ROLE {role} LOGIN"));
+    role
+}
+
+#[test]
+fn a_loans_internal_made_by_another_role_is_not_adopted() {
+    // Before the first migration, on a shared server, another role made the schema and planted
+    // a table the tools would trust.
+    let db = cluster().fresh_db();
+    let intruder = other_role(&db, "intruder");
+    db.execute(&format!(
+        "CREATE SCHEMA loans_internal AUTHORIZATION {intruder};
+         CREATE TABLE loans_internal.rollup_lock (only_row boolean);
+         ALTER TABLE loans_internal.rollup_lock OWNER TO {intruder};"
+    ));
+    let before = db.everything();
+    load(&db, fixture("small.csv"))
+        .expect(70)
+        .assert_stderr_has(&format!("schema loans_internal belongs to {intruder}"))
+        .assert_stderr_has("DROP SCHEMA loans_internal CASCADE")
+        .assert_stderr_has("nothing was changed");
+    assert_eq!(db.everything(), before);
+}
+
+#[test]
+fn a_schema_migrations_of_another_roles_or_a_create_grant_on_loans_internal_is_refused() {
+    let db = cluster().fresh_db();
+    let intruder = other_role(&db, "intruder");
+    db.execute(&format!(
+        "CREATE SCHEMA loans_internal;
+         CREATE TABLE loans_internal.schema_migrations (version integer PRIMARY KEY,
+             name text NOT NULL, checksum text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now());
+         ALTER TABLE loans_internal.schema_migrations OWNER TO {intruder};"
+    ));
+    let before = db.everything();
+    load(&db, fixture("small.csv"))
+        .expect(70)
+        .assert_stderr_has(&format!(
+            "loans_internal.schema_migrations belongs to {intruder}"
+        ));
+    assert_eq!(db.everything(), before);
+
+    db.execute(&format!(
+        "DROP TABLE loans_internal.schema_migrations;
+         GRANT CREATE ON SCHEMA loans_internal TO {intruder};"
+    ));
+    let before = db.everything();
+    load(&db, fixture("small.csv"))
+        .expect(70)
+        .assert_stderr_has(&format!("{intruder} may create objects in it"));
+    assert_eq!(db.everything(), before);
+
+    // The tools' own schema, empty, is taken as it is.
+    db.execute(&format!(
+        "REVOKE CREATE ON SCHEMA loans_internal FROM {intruder}"
+    ));
+    load(&db, fixture("small.csv")).expect(0);
+}
+
+#[test]
+fn a_loans_internal_of_another_role_is_refused_by_name_to_a_tools_role_that_cannot_create_there() {
+    let db = cluster().fresh_db();
+    let owner = other_role(&db, "owner");
+    let intruder = other_role(&db, "intruder");
+    db.execute(&format!(
+        "ALTER DATABASE {} OWNER TO {owner};
+         CREATE SCHEMA loans_internal AUTHORIZATION {intruder};",
+        db.name
+    ));
+    let before = db.everything();
+    Cmd::new(BIN)
+        .arg("--database-url")
+        .arg(db.url.replacen("postgres@", &format!("{owner}@"), 1))
+        .arg(fixture("small.csv"))
+        .expect(70)
+        .assert_stderr_has(&format!("schema loans_internal is not the own of {owner}"))
+        .assert_stderr_has(&format!("schema loans_internal belongs to {intruder}"));
+    assert_eq!(db.everything(), before);
+}
+
+#[test]
+fn a_rollup_runs_of_another_applications_is_refused_before_loans_internal_is_made() {
+    let db = cluster().fresh_db();
+    db.execute("CREATE TABLE rollup_runs (id integer)");
+    let before = db.everything();
+    load(&db, fixture("small.csv"))
+        .expect(70)
+        .assert_stderr_has("rollup_runs is there but loans_internal.schema_migrations is not");
+    assert_eq!(db.everything(), before);
+}
+
+#[test]
+fn another_applications_loans_later_in_the_search_path_is_none_of_ours() {
+    // The tools get a schema of their own first in the search_path; public, after it, has
+    // another application's loans and schema_migrations.
+    let db = cluster().fresh_db();
+    db.execute(&format!(
+        "CREATE TABLE public.loans (id integer);
+         CREATE TABLE public.schema_migrations (id integer);
+         CREATE SCHEMA app;
+         ALTER DATABASE {} SET search_path = app, public;",
+        db.name
+    ));
+    load(&db, fixture("small.csv")).expect(0);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM app.loans"),
+        Some("3".into())
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM public.loans"),
+        Some("0".into())
+    );
+}
