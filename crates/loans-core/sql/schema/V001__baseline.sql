@@ -37,7 +37,8 @@ CREATE TABLE loan_loads (
 
 COMMENT ON TABLE loan_loads IS
     'One row per run of loans-load: the file, its SHA-256, its as-of date and what the load changed.';
-COMMENT ON COLUMN loan_loads.source IS 'The path given to loans-load, or - for standard input.';
+COMMENT ON COLUMN loan_loads.source IS
+    'The path given to loans-load (- for standard input), or the source database''s URL without its password.';
 COMMENT ON COLUMN loan_loads.as_of IS 'The as-of date from the file''s header, when it has one.';
 COMMENT ON COLUMN loan_loads.unchanged IS 'Rows of the file whose day was already loaded with the same counts.';
 
