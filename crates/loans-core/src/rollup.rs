@@ -420,7 +420,10 @@ pub fn register(options: &RollupOptions) -> Result<Registered, RollupError> {
                 let holder = locks::holders(&mut client, &["loans_internal.rollup_lock"]);
                 return Err(RollupError::Locked { holder });
             }
-            Err(err) if !migrated && migrations::is_missing_schema(&err) => {
+            // Any other failure of the first send may be a schema not this binary's (missing,
+            // of another role's, or changed by a newer binary so the statement no longer
+            // plans): the migrations say which, or find nothing and the send is repeated.
+            Err(_) if !migrated => {
                 migrations::migrate(&mut client)?;
                 migrated = true;
                 continue;

@@ -829,3 +829,48 @@ fn a_run_on_a_schema_not_its_own_records_nothing() {
     rollup(&db).expect(0);
     assert_eq!(runs(), Some("2".into()));
 }
+
+/// A newer binary's migration may change what the recording statement names, so that it no
+/// longer plans: the run still says the schema is a newer one's, not which column is missing.
+#[test]
+fn a_run_on_a_newer_schema_its_statement_cannot_plan_on_names_the_newer_migration() {
+    let db = cluster().fresh_db();
+    db.load(&Spec::sample().to_csv());
+    rollup(&db).expect(0);
+    db.execute(
+        "ALTER TABLE rollup_runs RENAME COLUMN rollup_version TO version;
+         INSERT INTO loans_internal.schema_migrations (version, name, checksum)
+         VALUES (2, 'renamed', repeat('0', 64))",
+    );
+    rollup(&db)
+        .expect(70)
+        .assert_stderr_has("migration 2 (renamed), which this binary does not know");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM rollup_runs"),
+        Some("1".into())
+    );
+}
+
+/// A loans_internal of another role's, which the tools' role may not look into, is named as
+/// such by a run, as by the loader.
+#[test]
+fn a_run_refuses_by_name_a_loans_internal_of_another_role_it_cannot_read() {
+    let db = cluster().fresh_db();
+    let (owner, intruder) = (
+        format!("{}_owner", db.name),
+        format!("{}_intruder", db.name),
+    );
+    db.execute(&format!(
+        "CREATE ROLE {owner} LOGIN; CREATE ROLE {intruder} LOGIN;
+         ALTER DATABASE {} OWNER TO {owner};
+         CREATE SCHEMA loans_internal AUTHORIZATION {intruder};",
+        db.name
+    ));
+    let before = db.everything();
+    Cmd::new(BIN)
+        .arg("--database-url")
+        .arg(db.url.replacen("postgres@", &format!("{owner}@"), 1))
+        .expect(70)
+        .assert_stderr_has(&format!("schema loans_internal belongs to {intruder}"));
+    assert_eq!(db.everything(), before);
+}
