@@ -153,15 +153,6 @@ pub fn fingerprint() -> String {
         .join(",")
 }
 
-/// Whether `err` says the machinery's schema or one of its tables does not exist: a new
-/// database, or one from before the baseline, which [`migrate`] tells apart.
-pub fn is_missing_schema(err: &postgres::Error) -> bool {
-    matches!(
-        err.code(),
-        Some(&SqlState::INVALID_SCHEMA_NAME | &SqlState::UNDEFINED_TABLE)
-    )
-}
-
 /// Reads `schema_migrations` and compares it with [`MIGRATIONS`], writing nothing. A changed or
 /// unknown migration is an error; pending ones are listed in the result.
 pub fn status(client: &mut Client) -> Result<SchemaStatus, MigrationError> {

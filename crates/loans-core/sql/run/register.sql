@@ -13,7 +13,7 @@
 -- Returns one row: whether the schema is this binary's (bool); the new run's id (int8, NULL when
 -- nothing was recorded: another schema, or rollup_lock empty) and how many runs it marked
 -- abandoned (int8). Fails with SQLSTATE 55P03 when another session holds the lock, and with
--- 3F000 or 42P01 on a database without the schema.
+-- 3F000 or 42P01 on a database without the schema (the run then asks the migrations why).
 WITH schema AS MATERIALIZED (
     SELECT coalesce(string_agg(version || ':' || checksum, ',' ORDER BY version), '') = $2 AS current
       FROM loans_internal.schema_migrations
