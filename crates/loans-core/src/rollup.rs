@@ -411,36 +411,30 @@ pub fn register(options: &RollupOptions) -> Result<Registered, RollupError> {
     let schema = migrations::fingerprint();
     let mut migrated = false;
     let (run_id, abandoned) = loop {
-        let row = match client.query_typed_one(
+        let sent = client.query_typed_one(
             sql::REGISTER.sql,
             &[(&version, Type::TEXT), (&schema, Type::TEXT)],
-        ) {
-            Ok(row) => row,
+        );
+        match sent {
             Err(err) if locks::is_lock_timeout(&err) => {
                 let holder = locks::holders(&mut client, &["loans_internal.rollup_lock"]);
                 return Err(RollupError::Locked { holder });
             }
-            // Any other failure of the first send may be a schema not this binary's (missing,
-            // of another role's, or changed by a newer binary so the statement no longer
-            // plans): the migrations say which, or find nothing and the send is repeated.
-            Err(_) if !migrated => {
+            Ok(row) if row.get::<_, bool>(0) => match row.get::<_, Option<i64>>(1) {
+                Some(run_id) => break (run_id, row.get::<_, i64>(2)),
+                None => return Err(RollupError::NoLockRow),
+            },
+            // Another schema, or a failure that may come from one (missing, of another role's,
+            // or changed by a newer binary so the statement no longer plans): the migrations
+            // apply what is pending or say which, and the statement is sent once more.
+            _ if !migrated => {
                 migrations::migrate(&mut client)?;
                 migrated = true;
-                continue;
             }
             Err(err) => return Err(DbError::query("recording the run in rollup_runs")(err).into()),
-        };
-        let current: bool = row.get(0);
-        match (current, row.get::<_, Option<i64>>(1)) {
-            (true, Some(run_id)) => break (run_id, row.get::<_, i64>(2)),
-            (true, None) => return Err(RollupError::NoLockRow),
-            (false, _) if !migrated => {
-                migrations::migrate(&mut client)?;
-                migrated = true;
-            }
             // Migrated, and still not this binary's schema: a newer binary migrated meanwhile,
-            // which the check below names.
-            (false, _) => {
+            // which the migrations name.
+            Ok(_) => {
                 migrations::migrate(&mut client)?;
                 return Err(RollupError::SchemaMoved);
             }
