@@ -247,14 +247,15 @@ struct Bench {
 }
 
 impl Bench {
-    fn bin(&self, name: &str) -> PathBuf {
-        self.args.bin_dir.join(name)
-    }
-
     /// A tool with the database URL and nothing from the caller's environment that could change
     /// what it connects to.
     fn tool(&self, name: &str, url: &str) -> Command {
-        let mut command = isolated(self.bin(name));
+        Self::tool_in(&self.args.bin_dir, name, url)
+    }
+
+    /// [`Bench::tool`] from another build's folder (the baseline's).
+    fn tool_in(bin_dir: &Path, name: &str, url: &str) -> Command {
+        let mut command = isolated(bin_dir.join(name));
         command
             .arg("--database-url")
             .arg(url)
@@ -706,14 +707,7 @@ impl Bench {
         let host = rest.split_once('@').map_or(rest, |(_, host)| host);
         let host = host.rsplit_once('/').map_or(host, |(host, _)| host);
         let url = format!("{scheme}://{name}:{password}@{host}/{name}");
-        let tool = |tool: &str| {
-            let mut command = isolated(bin.join(tool));
-            command
-                .arg("--database-url")
-                .arg(&url)
-                .env("RUST_LOG", "warn");
-            command
-        };
+        let tool = |name: &str| Self::tool_in(bin, name, &url);
         timed(tool("loans-load").arg(&self.args.extract));
         for _ in 0..3 {
             timed(&mut tool("loans-rollup"));
