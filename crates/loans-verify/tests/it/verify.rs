@@ -325,7 +325,7 @@ fn the_reader_role_reads_the_public_tables_and_views_and_writes_nothing() {
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v') ORDER BY 1",
     );
-    assert_eq!(relations.len(), 5, "{relations:?}");
+    assert_eq!(relations.len(), 6, "{relations:?}");
     for relation in &relations {
         analyst
             .query(&format!("SELECT * FROM {relation} LIMIT 1"), &[])
@@ -613,7 +613,7 @@ fn a_schema_that_is_behind_is_reported_and_never_migrated() {
     db.execute("DELETE FROM loans_internal.schema_migrations");
     let out = verify(&db).expect(1);
     assert!(
-        line(&out, "schema").contains("version 0, this binary expects 1: 1 migration(s) pending"),
+        line(&out, "schema").contains("version 0, this binary expects 2: 2 migration(s) pending"),
         "{out}"
     );
     assert_eq!(
