@@ -79,17 +79,15 @@ BEGIN
         SELECT range_agg(loans_internal.day_range(date_of_repayment, date_of_repayment))
           INTO changed FROM new_rows;
     ELSIF TG_OP = 'UPDATE' THEN
-        -- The rows whose counts are new, and those whose counts are gone: an update that set
-        -- equal counts is in neither; one that moved a row to another day puts both days in.
-        SELECT range_agg(loans_internal.day_range(d, d)) INTO changed
-          FROM ((SELECT date_of_repayment AS d, number_of_loans, defaults, liquidations FROM new_rows
-                 EXCEPT
-                 SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM old_rows)
-                UNION ALL
-                (SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM old_rows
-                 EXCEPT
-                 SELECT date_of_repayment, number_of_loans, defaults, liquidations FROM new_rows))
-               AS moved;
+        -- The days whose counts differ before and after, or that are on one side only (a row
+        -- moved to another day puts both days in): a date is unique on each side, so a full join
+        -- on it pairs them; an update that set equal counts is in neither.
+        SELECT range_agg(loans_internal.day_range(date_of_repayment, date_of_repayment))
+          INTO changed
+          FROM new_rows AS n
+          FULL JOIN old_rows AS o USING (date_of_repayment)
+         WHERE (n.number_of_loans, n.defaults, n.liquidations)
+               IS DISTINCT FROM (o.number_of_loans, o.defaults, o.liquidations);
     ELSIF TG_OP = 'DELETE' THEN
         SELECT range_agg(loans_internal.day_range(date_of_repayment, date_of_repayment))
           INTO changed FROM old_rows;
