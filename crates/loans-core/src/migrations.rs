@@ -24,11 +24,18 @@ pub struct Migration {
 }
 
 /// Every migration, in the order it applies. Append only.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "baseline",
-    sql: include_str!("../sql/schema/V001__baseline.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "baseline",
+        sql: include_str!("../sql/schema/V001__baseline.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "load_anomalies",
+        sql: include_str!("../sql/schema/V002__load_anomalies.sql"),
+    },
+];
 
 /// The longest a migration waits for a lock (its own on `schema_migrations`, or one of a table it
 /// changes), as PostgreSQL's `lock_timeout`.
@@ -293,6 +300,7 @@ fn relations() -> Vec<&'static str> {
     vec![
         "loans_internal.schema_migrations",
         "loan_loads",
+        "loan_load_anomalies",
         "loans",
         "loans_internal.loans_changes",
         "rollup_runs",
