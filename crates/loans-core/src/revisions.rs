@@ -11,11 +11,13 @@
 //!
 //! A final day with a count lowered is in both anomaly classes; the other classes exclude each
 //! other and the anomalies. Days new to `loans` are the summary's `inserted`. A day of `loans`
-//! that the file lacks is *missing* (an anomaly) when the file is a newer extract than the one
-//! that last changed the day: its as-of date is later than the day's `as_of`, or either has none
-//! (a file without an as-of date counts as the newest, as it does for the load order). A file of
-//! the same or an older date (`--allow-older`) may lack days that came later, or be a partial
-//! re-issue, so its missing days are only counted as kept.
+//! that the file lacks is *missing* (an anomaly) when the file is newer than every extract loaded
+//! before it, so newer than whichever last carried the day: its as-of date is later than every
+//! load's, or it has none (it then counts as the newest, as for the load order). A file of the
+//! newest date already loaded may be a partial re-issue, and an older one (`--allow-older`) may
+//! lack days that came later: their missing days are only kept. (`loans.as_of` cannot stand in
+//! for the day's last extract: it is the last that *changed* the day, and a newer one may have
+//! carried it unchanged; the newest load that lacked it reported it already.)
 //!
 //! The classes are worked out in the load's transaction, from the staged rows and `loans` before
 //! the merge, so a load refused for its anomalies writes nothing. Each load records its counts on
@@ -217,7 +219,8 @@ pub fn classify(tx: &mut Transaction<'_>, as_of: Option<NaiveDate>) -> Result<Re
                  SELECT 'day_missing', l.date_of_repayment, l.number_of_loans, l.defaults,
                         l.liquidations, NULL, NULL, NULL
                    FROM loans AS l
-                  WHERE ($1::date IS NULL OR l.as_of IS NULL OR l.as_of < $1::date)
+                  WHERE ($1::date IS NULL
+                         OR NOT EXISTS (SELECT FROM loan_loads AS p WHERE p.as_of >= $1::date))
                     AND NOT EXISTS (SELECT FROM loans_staging AS s
                                      WHERE s.date_of_repayment = l.date_of_repayment)
                  RETURNING class

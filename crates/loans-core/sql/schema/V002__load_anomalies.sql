@@ -26,7 +26,7 @@ COMMENT ON COLUMN loan_loads.final_changed IS
 COMMENT ON COLUMN loan_loads.count_lowered IS
     'Anomaly: days with number_of_loans, defaults or liquidations lower than loans held.';
 COMMENT ON COLUMN loan_loads.day_missing IS
-    'Anomaly: days of loans this file lacks, where it is a newer extract than the one that last changed the day (see docs/usage.md).';
+    'Anomaly: days of loans the file lacks, when it is newer than every extract loaded before it (see docs/usage.md).';
 
 -- No foreign key to loan_loads: one would stop `TRUNCATE loans, loan_loads` (starting over, as
 -- the benchmark does). The triggers below forget a load's anomalies with the load instead.

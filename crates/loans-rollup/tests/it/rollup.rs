@@ -840,11 +840,11 @@ fn a_run_on_a_newer_schema_its_statement_cannot_plan_on_names_the_newer_migratio
     db.execute(
         "ALTER TABLE rollup_runs RENAME COLUMN rollup_version TO version;
          INSERT INTO loans_internal.schema_migrations (version, name, checksum)
-         VALUES (2, 'renamed', repeat('0', 64))",
+         VALUES (999, 'renamed', repeat('0', 64))",
     );
     rollup(&db)
         .expect(70)
-        .assert_stderr_has("migration 2 (renamed), which this binary does not know");
+        .assert_stderr_has("migration 999 (renamed), which this binary does not know");
     assert_eq!(
         db.scalar("SELECT count(*) FROM rollup_runs"),
         Some("1".into())
