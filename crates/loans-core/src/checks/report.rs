@@ -6,6 +6,7 @@ use std::fmt::{self, Write as _};
 use serde::Serialize;
 
 use crate::exit::Exit;
+use crate::revisions::Anomaly;
 
 /// Differences named in a check's details before the rest are only counted.
 pub(super) const NAMED: usize = 5;
@@ -96,6 +97,24 @@ pub struct LoadAnomalies {
     pub final_changed: i64,
     pub count_lowered: i64,
     pub day_missing: i64,
+}
+
+impl LoadAnomalies {
+    /// One Prometheus sample per class: `{class="final_changed"}` and its days.
+    fn samples(&self) -> Vec<(String, f64)> {
+        [
+            (Anomaly::FinalChanged, self.final_changed),
+            (Anomaly::CountLowered, self.count_lowered),
+            (Anomaly::DayMissing, self.day_missing),
+        ]
+        .into_iter()
+        .map(|(class, days)| {
+            #[allow(clippy::cast_precision_loss)]
+            let days = days as f64;
+            (format!("{{class=\"{}\"}}", class.name()), days)
+        })
+        .collect()
+    }
 }
 
 impl Report {
@@ -196,19 +215,7 @@ impl Report {
         let anomalies: Vec<(String, f64)> = f
             .load_anomalies
             .iter()
-            .flat_map(|a| {
-                [
-                    ("final_changed", a.final_changed),
-                    ("count_lowered", a.count_lowered),
-                    ("day_missing", a.day_missing),
-                ]
-            })
-            .map(|(class, days)| {
-                (
-                    format!("{{class=\"{class}\"}}"),
-                    int(Some(days)).unwrap_or(0.0),
-                )
-            })
+            .flat_map(LoadAnomalies::samples)
             .collect();
         gauge(
             "load_anomalies",
