@@ -671,6 +671,12 @@ fn merge(
     if revisions.has_anomalies() {
         revisions::record(tx, load_id)?;
     }
+    // The change log's trigger puts the changes of this transaction down to this load (V002).
+    tx.execute(
+        "SELECT set_config('loans.load_id', $1::int8::text, true)",
+        &[&load_id],
+    )
+    .map_err(DbError::query("naming the load for the change log"))?;
     // One pass over the staged rows: new days are inserted, days whose counts changed are
     // updated, and days with the same counts are not touched, so a reload leaves updated_at
     // alone. MERGE reports only how many rows it changed; the day count before and after tells

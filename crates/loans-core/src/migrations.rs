@@ -32,8 +32,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
+        name: "revisions",
+        sql: include_str!("../sql/schema/V002__revisions.sql"),
+    },
+    Migration {
+        version: 3,
         name: "load_anomalies",
-        sql: include_str!("../sql/schema/V002__load_anomalies.sql"),
+        sql: include_str!("../sql/schema/V003__load_anomalies.sql"),
     },
 ];
 

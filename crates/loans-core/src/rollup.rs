@@ -1,10 +1,11 @@
 //! `loans-rollup`: one run of the per-minute job that makes a new timestamped snapshot of the
 //! liquidation-to-default ratio and its 7-day rolling mean.
 //!
-//! The definition is the SQL file `sql/rollup/rolling_avg_v2.sql`, a query over a range of days.
+//! The definition is the SQL file `sql/rollup/rolling_avg_v3.sql`, a query over a range of days.
 //! A run costs what changed, not what exists:
-//! - triggers on `loans` log the range of days each statement changes in `loans_changes`;
-//! - a run takes those ranges and recomputes only the days they can reach (a change on day d
+//! - triggers on `loans` log the days whose counts each statement changes in `loans_changes`,
+//!   with the load that made the change (none: a hand edit);
+//! - a run takes those days and recomputes only the days they can reach (a change on day d
 //!   moves the means of d .. d+7), reading the week before them, and stores only the rows whose
 //!   figures differ, as new versions in `rollup_versions`; deleted days end their versions;
 //! - with nothing logged it recomputes nothing and only records itself: its snapshot is the
@@ -13,8 +14,10 @@
 //!   day through the same file and stores the differences the same way.
 //!
 //! Each successful run is a snapshot with its own `created_at`; `default_liquidation_rolling_avg_hist`
-//! shows the versions valid at each run kept. Retention keeps the runs of a period (or a number of
-//! them) and deletes the runs before and the versions no kept run sees. A run takes the run lock
+//! shows the versions valid at each run kept, and `default_liquidation_rolling_avg_revisions` each
+//! day a run changed, with its cause. Retention keeps every run of a period (or a number of them)
+//! and, before it, the runs that changed something; it deletes the others, whose snapshots were
+//! their predecessors', so no version is ever deleted. A run takes the run lock
 //! without waiting, records itself, does its work in one repeatable-read transaction (so what it
 //! takes from the log and what it reads of `loans` agree, and changes committed meanwhile wait for
 //! the next run), and is marked failed with its error if that fails; a run that dies is marked
@@ -38,7 +41,7 @@ use crate::statements::{self, run as sql};
 /// one line.
 macro_rules! rollup_file {
     () => {
-        "rolling_avg_v2.sql"
+        "rolling_avg_v3.sql"
     };
 }
 
@@ -72,8 +75,8 @@ pub fn rollup_version() -> String {
 
 /// The longest period `--keep` takes, in seconds: the longest interval PostgreSQL holds, whose
 /// time is a 64-bit count of microseconds (`'9223372036855 seconds'::interval` is out of range).
-/// Retention compares it with `now() - created_at`, a difference of two real times, so no
-/// timestamp is computed from it and any period up to this works.
+/// Retention subtracts it from now only when it is shorter than 6,000 years; a longer one keeps
+/// every run, so any period up to this works.
 pub const MAX_KEEP_SECONDS: u64 = i64::MAX.unsigned_abs() / 1_000_000;
 
 /// Which snapshots a run keeps.
@@ -177,9 +180,11 @@ pub struct RunReport {
     /// Versions this run added, and ended.
     pub rows_written: i64,
     pub rows_ended: i64,
-    /// Snapshots kept after retention, this one included; `None` when all are kept.
-    pub snapshots_kept: Option<i64>,
-    pub snapshots_dropped: i64,
+    /// The oldest run retention keeps whole (older ones are kept only if they changed
+    /// something); `None` when all are kept.
+    pub oldest_kept: Option<i64>,
+    /// Runs retention deleted: failed ones and ones that changed nothing.
+    pub runs_dropped: i64,
     /// The previous successful run, if any.
     pub previous: Option<i64>,
     /// Runs found still `running` from a process that died; now marked failed.
@@ -229,14 +234,13 @@ impl fmt::Display for RunReport {
                 self.rows_ended
             )?,
         }
-        match self.snapshots_kept {
-            Some(kept) => write!(
+        match self.oldest_kept {
+            Some(oldest) => write!(
                 f,
-                "; {kept} {} kept ({} dropped)",
-                if kept == 1 { "snapshot" } else { "snapshots" },
-                self.snapshots_dropped
+                "; kept runs {oldest} on and older ones that changed something ({} deleted)",
+                self.runs_dropped
             )?,
-            None => f.write_str("; all snapshots kept")?,
+            None => f.write_str("; all runs kept")?,
         }
         if self.abandoned > 0 {
             write!(f, "; marked {} abandoned run(s) failed", self.abandoned)?;
@@ -626,10 +630,21 @@ fn work_locked(
     } else {
         Work::Nothing
     };
+    // What a revision nothing in the change log explains is put down to.
+    let unexplained = match work {
+        Work::Full(FullReason::DefinitionChanged) => "new definition",
+        _ => "unlogged change",
+    };
     let (rows_written, rows_ended) = match work {
         Work::Nothing => (0, 0),
-        Work::Range { from, to } => apply(tx, from, to, run_id)?,
-        Work::Full(_) => apply(tx, Date::NegInfinity, Date::PosInfinity, run_id)?,
+        Work::Range { from, to } => apply(tx, from, to, run_id, unexplained)?,
+        Work::Full(_) => apply(
+            tx,
+            Date::NegInfinity,
+            Date::PosInfinity,
+            run_id,
+            unexplained,
+        )?,
     };
     let (count, period) = match options.keep {
         Keep::All => (None, None),
@@ -638,6 +653,7 @@ fn work_locked(
         Keep::Period(d) => (None, Some(format!("{} seconds", d.as_secs()))),
     };
     let written = i32::try_from(rows_written).unwrap_or(i32::MAX);
+    let ended = i32::try_from(rows_ended).unwrap_or(i32::MAX);
     let row = tx
         .query_typed_one(
             sql::FINISH.sql,
@@ -646,12 +662,13 @@ fn work_locked(
                 (&written, Type::INT4),
                 (&count, Type::INT8),
                 (&period, Type::TEXT),
+                (&ended, Type::INT4),
             ],
         )
         .map_err(DbError::query(
             "marking the run succeeded and applying retention",
         ))?;
-    let (kept, dropped): (i64, i64) = (row.get(0), row.get(1));
+    let (oldest, dropped): (Option<i64>, i64) = (row.get(0), row.get(1));
     tx.batch_execute("COMMIT")
         .map_err(DbError::query("committing the run"))?;
     Ok(RunReport {
@@ -659,8 +676,8 @@ fn work_locked(
         work,
         rows_written,
         rows_ended,
-        snapshots_kept: (options.keep != Keep::All).then_some(kept),
-        snapshots_dropped: dropped,
+        oldest_kept: oldest,
+        runs_dropped: dropped,
         previous,
         abandoned: 0,
         elapsed: Duration::ZERO,
@@ -673,6 +690,7 @@ fn apply(
     from: Date<NaiveDate>,
     to: Date<NaiveDate>,
     run_id: i64,
+    unexplained: &str,
 ) -> Result<(i64, i64), DbError> {
     let row = tx
         .query_typed_one(
@@ -681,6 +699,7 @@ fn apply(
                 (&from, Type::DATE),
                 (&to, Type::DATE),
                 (&run_id, Type::INT8),
+                (&unexplained, Type::TEXT),
             ],
         )
         .map_err(DbError::query("recomputing the changed days"))?;
@@ -730,8 +749,8 @@ mod tests {
     #[test]
     fn version_names_the_file_version_and_its_checksum() {
         let version = rollup_version();
-        assert!(version.starts_with("v2+sha256:"), "{version}");
-        assert_eq!(version.len(), "v2+sha256:".len() + 12);
+        assert!(version.starts_with("v3+sha256:"), "{version}");
+        assert_eq!(version.len(), "v3+sha256:".len() + 12);
     }
 
     #[test]
@@ -805,8 +824,8 @@ mod tests {
             },
             rows_written: 150,
             rows_ended: 143,
-            snapshots_kept: Some(60),
-            snapshots_dropped: 1,
+            oldest_kept: Some(19),
+            runs_dropped: 1,
             previous: Some(41),
             abandoned: 0,
             elapsed: Duration::from_millis(14),
@@ -814,32 +833,33 @@ mod tests {
         assert_eq!(
             report.to_string(),
             "run 42 succeeded in 14 ms: recomputed 2023-04-01 to 2023-06-16 after changes to \
-             loans, 150 rows written, 143 ended; 60 snapshots kept (1 dropped)"
+             loans, 150 rows written, 143 ended; kept runs 19 on and older ones that changed \
+             something (1 deleted)"
         );
         let nothing = RunReport {
             work: Work::Nothing,
             rows_written: 0,
             rows_ended: 0,
-            snapshots_kept: None,
+            oldest_kept: None,
             abandoned: 1,
             ..report.clone()
         };
         assert_eq!(
             nothing.to_string(),
-            "run 42 succeeded in 14 ms: no change since run 41, nothing recomputed; all snapshots \
-             kept; marked 1 abandoned run(s) failed"
+            "run 42 succeeded in 14 ms: no change since run 41, nothing recomputed; all runs kept; \
+             marked 1 abandoned run(s) failed"
         );
         let first = RunReport {
             work: Work::Full(FullReason::FirstRun),
             previous: None,
-            snapshots_kept: Some(1),
-            snapshots_dropped: 0,
+            oldest_kept: Some(42),
+            runs_dropped: 0,
             ..report
         };
         assert_eq!(
             first.to_string(),
-            "run 42 succeeded in 14 ms: full recompute (first run), 150 rows written, 143 ended; 1 \
-             snapshot kept (0 dropped)"
+            "run 42 succeeded in 14 ms: full recompute (first run), 150 rows written, 143 ended; kept \
+             runs 42 on and older ones that changed something (0 deleted)"
         );
     }
 

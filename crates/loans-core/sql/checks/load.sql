@@ -3,7 +3,7 @@
 -- Returns at most one row, none before the first load: the load's id (int8), source (text) and
 -- as-of date (text, NULL without one); its days inserted, towards_final, loans_added,
 -- final_changed, count_lowered and day_missing (int4; all but inserted NULL for a load made
--- before V002 counted them); the first five days of final_changed, of count_lowered and of
+-- before V003 counted them); the first five days of final_changed, of count_lowered and of
 -- day_missing (text[]), from loan_load_anomalies' primary key.
 SELECT l.id, l.source, l.as_of::text, l.inserted, l.towards_final, l.loans_added,
        l.final_changed, l.count_lowered, l.day_missing,

@@ -1,6 +1,6 @@
--- The first statement of a run's repeatable-read transaction: takes the ranges logged in
--- loans_changes since the last run (the rows this transaction's snapshot sees; later ones stay
--- for the next run) and finds the previous successful run.
+-- The first statement of a run's repeatable-read transaction: reads the days logged in
+-- loans_changes since the last run (the rows this transaction's snapshot sees; apply.sql takes
+-- those same rows, and later ones stay for the next run) and finds the previous successful run.
 -- $1 int8: this run's id
 -- $2 text: the rollup version
 -- Returns one row: the previous successful run's id (int8, NULL if none); whether the definition
@@ -17,11 +17,8 @@
 -- such day. A trigger disabled, or re-enabled with a plain ENABLE TRIGGER (as pg_restore
 -- --disable-triggers does), may have let changes through unlogged: then the run recomputes
 -- every day.
-WITH taken AS (
-    DELETE FROM loans_internal.loans_changes RETURNING first_day, last_day
-),
-logged AS (
-    SELECT min(first_day) AS first_day, max(last_day) AS last_day FROM taken
+WITH logged AS (
+    SELECT min(first_day) AS first_day, max(last_day) AS last_day FROM loans_internal.loans_changes
 ),
 previous AS (
     SELECT id, rollup_version

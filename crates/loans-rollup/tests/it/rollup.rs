@@ -133,16 +133,16 @@ fn each_run_is_one_snapshot_with_one_later_created_at_and_one_log_line() {
 
     // The version recorded is the file's, with a checksum computed here by sha256sum. The first
     // run writes every day; the others find nothing changed and write nothing.
-    let file = repo_root().join("crates/loans-core/sql/rollup/rolling_avg_v2.sql");
+    let file = repo_root().join("crates/loans-core/sql/rollup/rolling_avg_v3.sql");
     let sha = Command::new("sha256sum").arg(&file).output().unwrap();
     let sha = String::from_utf8_lossy(&sha.stdout)[..12].to_owned();
     let runs = db.rows("SELECT status, rollup_version, rows_written FROM rollup_runs ORDER BY id");
     assert_eq!(
         runs,
         [
-            format!("succeeded|v2+sha256:{sha}|620"),
-            format!("succeeded|v2+sha256:{sha}|0"),
-            format!("succeeded|v2+sha256:{sha}|0"),
+            format!("succeeded|v3+sha256:{sha}|620"),
+            format!("succeeded|v3+sha256:{sha}|0"),
+            format!("succeeded|v3+sha256:{sha}|0"),
         ]
     );
     // The snapshots share their rows: 620 versions in all, not 3 × 620.
@@ -253,79 +253,98 @@ fn hand_edits_and_deletions_in_loans_are_seen_by_the_next_run() {
 }
 
 #[test]
-fn retention_keeps_the_newest_snapshots() {
+fn retention_keeps_the_newest_runs_whole_and_every_older_run_that_changed_something() {
     let db = cluster().fresh_db();
     db.load(&format!("{HEADER}2023-01-01,10,2,8\n2023-01-02,5,1,4\n"));
+    // Run 1 writes every day; runs 2 to 5 find nothing to do.
     for _ in 0..5 {
         rollup(&db).args(["--keep", "3"]).expect(0);
     }
     let kept =
         db.rows("SELECT DISTINCT run_id FROM default_liquidation_rolling_avg_hist ORDER BY 1");
-    assert_eq!(kept, ["3", "4", "5"]);
+    assert_eq!(
+        kept,
+        ["1", "3", "4", "5"],
+        "run 2 changed nothing and is older than the 3 newest"
+    );
     rollup(&db)
         .args(["--keep", "3"])
         .expect(0)
-        .assert_stderr_has("3 snapshots kept (1 dropped)");
-    // A larger --keep counts the snapshots that exist, not the runs that succeeded: runs 4 to 6
-    // and this one.
+        .assert_stderr_has("kept runs 4 on and older ones that changed something (1 deleted)");
+    // A larger --keep counts the successful runs that exist: run 1 is the oldest of them.
     rollup(&db)
         .args(["--keep", "10"])
         .expect(0)
-        .assert_stderr_has("4 snapshots kept (0 dropped)");
+        .assert_stderr_has("kept runs 1 on and older ones that changed something (0 deleted)");
     // --keep 0 keeps everything from here on.
     for _ in 0..2 {
         rollup(&db)
             .args(["--keep", "0"])
             .expect(0)
-            .assert_stderr_has("all snapshots kept");
+            .assert_stderr_has("all runs kept");
     }
-    assert_eq!(
-        db.scalar("SELECT count(DISTINCT run_id) FROM default_liquidation_rolling_avg_hist")
-            .unwrap(),
-        "6"
-    );
     assert_eq!(
         db.scalar("SELECT string_agg(id::text, ',' ORDER BY id) FROM rollup_runs")
             .unwrap(),
-        "4,5,6,7,8,9",
-        "the runs before the oldest snapshot kept go with it"
+        "1,4,5,6,7,8,9",
+    );
+    // Run 1's snapshot is whole: both days, as loaded.
+    assert_eq!(
+        db.rows("SELECT date_of_repayment, liquidation_to_default_ratio FROM default_liquidation_rolling_avg_hist WHERE run_id = 1 ORDER BY 1"),
+        ["2023-01-01|4", "2023-01-02|4"]
     );
 }
 
 #[test]
-fn retention_by_time_drops_old_runs_and_the_versions_only_they_saw() {
+fn retention_by_time_thins_runs_that_changed_nothing_and_every_snapshot_stays_readable() {
     let db = cluster().fresh_db();
     db.load(&format!("{HEADER}2023-01-01,10,2,8\n2023-01-02,5,1,4\n"));
     rollup(&db).expect(0);
     db.execute("UPDATE loans SET liquidations = 5 WHERE date_of_repayment = '2023-01-01'");
     rollup(&db).expect(0);
-    // Run 1 saw the first figures of Jan 1 and Jan 2 (Jan 2's mean uses Jan 1's ratio); run 2
-    // replaced both. With both runs kept, all four versions stay.
+    // Run 3 changes nothing; a failed run 4 (a run marked so by hand stands in for one).
+    rollup(&db).expect(0);
+    db.execute(
+        "INSERT INTO rollup_runs (started_at, finished_at, status, rollup_version, error)
+         VALUES (now(), now(), 'failed', 'v3', 'test')",
+    );
+    let at_three = db
+        .scalar("SELECT created_at::text FROM rollup_runs WHERE id = 3")
+        .unwrap();
+    let snapshot = |run: &str| {
+        db.rows(&format!(
+            "SELECT date_of_repayment, liquidation_to_default_ratio, ratio_rolling_avg_7d
+               FROM default_liquidation_rolling_avg_hist WHERE run_id = {run} ORDER BY 1"
+        ))
+    };
+    let three = snapshot("3");
+    assert_eq!(three, ["2023-01-01|2.5|NULL", "2023-01-02|4|2.5"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    rollup(&db)
+        .args(["--keep", "1s"])
+        .expect(0)
+        .assert_stderr_has("kept runs 5 on and older ones that changed something (2 deleted)");
+    assert_eq!(
+        db.rows("SELECT id, changed FROM rollup_runs ORDER BY id"),
+        ["1|t", "2|t", "5|f"]
+    );
+    // No version goes: each was written by a run that is kept.
     assert_eq!(
         db.scalar("SELECT count(*) FROM loans_internal.rollup_versions")
             .unwrap(),
         "4"
     );
-    assert_eq!(
-        db.scalar("SELECT count(*) FROM default_liquidation_rolling_avg_hist WHERE run_id = 1")
-            .unwrap(),
-        "2"
-    );
-    std::thread::sleep(Duration::from_millis(1100));
-    rollup(&db)
-        .args(["--keep", "1s"])
-        .expect(0)
-        .assert_stderr_has("1 snapshot kept (2 dropped)");
-    assert_eq!(
-        db.scalar("SELECT count(*) FROM loans_internal.rollup_versions")
-            .unwrap(),
-        "2"
-    );
-    assert_eq!(db.scalar("SELECT min(id) FROM rollup_runs").unwrap(), "3");
-    assert_eq!(
-        db.rows("SELECT date_of_repayment, liquidation_to_default_ratio FROM default_liquidation_rolling_avg_hist WHERE run_id = 3 ORDER BY 1"),
-        ["2023-01-01|2.5", "2023-01-02|4"]
-    );
+    assert_eq!(snapshot("1"), ["2023-01-01|4|NULL", "2023-01-02|4|4"]);
+    // The snapshot as it stood when run 3 made it, read the documented way (docs/usage.md): the
+    // newest run at or before that time.
+    let as_of = db.rows(&format!(
+        "SELECT date_of_repayment, liquidation_to_default_ratio, ratio_rolling_avg_7d
+           FROM default_liquidation_rolling_avg_hist
+          WHERE run_id = (SELECT max(id) FROM rollup_runs
+                           WHERE status = 'succeeded' AND created_at <= '{at_three}')
+          ORDER BY 1"
+    ));
+    assert_eq!(as_of, three);
 }
 
 #[test]
@@ -333,13 +352,17 @@ fn the_longest_period_postgresql_holds_keeps_and_one_more_second_is_a_usage_erro
     let db = cluster().fresh_db();
     db.load(&format!("{HEADER}2023-01-01,10,2,8\n2023-01-02,5,1,4\n"));
     rollup(&db).expect(0);
-    // Run 1 made a thousand years ago: within the longest period, not within a day.
-    db.execute("UPDATE rollup_runs SET created_at = now() - interval '1000 years' WHERE id = 1");
+    rollup(&db).expect(0);
+    // Runs 1 (it wrote every day) and 2 (it changed nothing) made a thousand years ago: within
+    // the longest period, not within a day.
+    db.execute(
+        "UPDATE rollup_runs SET created_at = now() - interval '1000 years' + id * interval '1 second'",
+    );
     for keep in ["9223372036854s", "106751991d"] {
         rollup(&db)
             .args(["--keep", keep])
             .expect(0)
-            .assert_stderr_has("snapshots kept (0 dropped)");
+            .assert_stderr_has("kept runs 1 on and older ones that changed something (0 deleted)");
     }
     assert_eq!(db.scalar("SELECT min(id) FROM rollup_runs").unwrap(), "1");
     // One second more, the values of the issue (one wrapped around to 17 hours), and the same
@@ -356,11 +379,17 @@ fn the_longest_period_postgresql_holds_keeps_and_one_more_second_is_a_usage_erro
             .expect(2)
             .assert_stderr_has(limit);
     }
-    assert_eq!(db.scalar("SELECT count(*) FROM rollup_runs").unwrap(), "3");
+    assert_eq!(db.scalar("SELECT count(*) FROM rollup_runs").unwrap(), "4");
+    // A day keeps runs 3 and 4 whole; of those before, run 1 changed something, run 2 did not.
     rollup(&db)
         .args(["--keep", "1d"])
         .expect(0)
-        .assert_stderr_has("3 snapshots kept (1 dropped)");
+        .assert_stderr_has("kept runs 3 on and older ones that changed something (1 deleted)");
+    assert_eq!(
+        db.scalar("SELECT string_agg(id::text, ',' ORDER BY id) FROM rollup_runs")
+            .unwrap(),
+        "1,3,4,5"
+    );
 }
 
 /// Starts a run and waits until it is blocked inside its transaction: the caller holds a lock on a
@@ -663,14 +692,15 @@ fn dry_run_prints_the_sql_without_connecting() {
         ])
         .expect(0);
     let definition = std::fs::read_to_string(
-        repo_root().join("crates/loans-core/sql/rollup/rolling_avg_v2.sql"),
+        repo_root().join("crates/loans-core/sql/rollup/rolling_avg_v3.sql"),
     )
     .unwrap();
     assert!(out.stdout.contains(definition.trim()), "{out}");
     for part in [
         "DELETE FROM loans_internal.loans_changes",
         "INSERT INTO loans_internal.rollup_versions",
-        "DELETE FROM loans_internal.rollup_versions",
+        "INSERT INTO loans_internal.rollup_revisions",
+        "DELETE FROM rollup_runs",
         "keeping the snapshots of the last 30 days",
     ] {
         assert!(out.stdout.contains(part), "{part:?} missing\n{out}");
@@ -840,11 +870,11 @@ fn a_run_on_a_newer_schema_its_statement_cannot_plan_on_names_the_newer_migratio
     db.execute(
         "ALTER TABLE rollup_runs RENAME COLUMN rollup_version TO version;
          INSERT INTO loans_internal.schema_migrations (version, name, checksum)
-         VALUES (999, 'renamed', repeat('0', 64))",
+         VALUES (99, 'renamed', repeat('0', 64))",
     );
     rollup(&db)
         .expect(70)
-        .assert_stderr_has("migration 999 (renamed), which this binary does not know");
+        .assert_stderr_has("migration 99 (renamed), which this binary does not know");
     assert_eq!(
         db.scalar("SELECT count(*) FROM rollup_runs"),
         Some("1".into())

@@ -339,7 +339,7 @@ fn the_reader_role_reads_the_public_tables_and_views_and_writes_nothing() {
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v') ORDER BY 1",
     );
-    assert_eq!(relations.len(), 6, "{relations:?}");
+    assert_eq!(relations.len(), 7, "{relations:?}");
     for relation in &relations {
         analyst
             .query(&format!("SELECT * FROM {relation} LIMIT 1"), &[])

@@ -1,4 +1,4 @@
--- V002: how each load revised the days it found in loans, judged by the data's rules.
+-- V003: how each load revised the days it found in loans, judged by the data's rules.
 --
 -- A day is final when defaults + liquidations = number_of_loans: every loan of it has ended. A
 -- newer extract should only move open days towards final. Each load counts its revisions by
@@ -18,7 +18,7 @@ ALTER TABLE loan_loads
     ADD COLUMN day_missing   integer;
 
 COMMENT ON COLUMN loan_loads.towards_final IS
-    'Open days whose outcomes (defaults + liquidations) grew, no count lowered. NULL: loaded before V002 counted revisions.';
+    'Open days whose outcomes (defaults + liquidations) grew, no count lowered. NULL: loaded before V003 counted revisions.';
 COMMENT ON COLUMN loan_loads.loans_added IS
     'Open days whose number_of_loans grew, outcomes and no count lowered.';
 COMMENT ON COLUMN loan_loads.final_changed IS
