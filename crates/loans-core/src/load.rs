@@ -466,6 +466,10 @@ fn load_rows<R: io::Read>(
             return Ok(LoadOutcome::AlreadyLoaded { earlier, same });
         }
     }
+    // The staging table is analyzed so the planner knows its size: a temporary table has no
+    // statistics otherwise, and the plans of the classification and the merge depend on them.
+    tx.execute("ANALYZE loans_staging", &[])
+        .map_err(DbError::query("analyzing the staging table"))?;
     let revisions = revisions::classify(&mut tx, as_of)?;
     if revisions.has_anomalies() && options.on_anomaly == OnAnomaly::Refuse {
         // Rolled back as the transaction is dropped.
@@ -642,10 +646,6 @@ fn merge(
     revisions: Revisions,
 ) -> Result<LoadSummary, DbError> {
     let rows_read_i = i32::try_from(rows_read).unwrap_or(i32::MAX);
-    // The staging table is analyzed so the planner knows its size: a temporary table has no
-    // statistics otherwise, and the merge's plans depend on them.
-    tx.execute("ANALYZE loans_staging", &[])
-        .map_err(DbError::query("analyzing the staging table"))?;
     let days = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
     let row = tx
         .query_one(
