@@ -28,7 +28,7 @@ use crate::exit::{Exit, ExitStatus};
 use crate::input::{self, LoanRow, Source};
 
 pub use recompute::{Expected, Recompute, TOLERANCE, close};
-pub use report::{Check, Figures, Report, Status};
+pub use report::{Check, Figures, LoadAnomalies, Report, Status};
 
 /// The longest a check waits for a lock on a table before the run gives up, naming who holds it.
 pub const LOCK_TIMEOUT: &str = "10s";
@@ -39,6 +39,7 @@ const TABLES: &[&str] = &[
     "loans",
     "loans_internal.loans_changes",
     "loan_loads",
+    "loan_load_anomalies",
     "rollup_runs",
     "loans_internal.rollup_versions",
 ];
@@ -91,6 +92,7 @@ impl ExitStatus for VerifyError {
 enum Wanted<'a> {
     Loans,
     Gaps,
+    Load,
     /// The file, and its rows (or why it is not a valid extract).
     Csv(&'a Source, Result<Vec<LoanRow>, input::InputError>),
     Snapshot,
@@ -102,6 +104,7 @@ impl Wanted<'_> {
         match self {
             Wanted::Loans => "loans",
             Wanted::Gaps => "gaps",
+            Wanted::Load => "load",
             Wanted::Csv(..) => "csv",
             Wanted::Snapshot => "snapshot",
             Wanted::Freshness(_) => "freshness",
@@ -188,7 +191,7 @@ fn run_checks(
         .isolation_level(IsolationLevel::RepeatableRead)
         .start()
         .map_err(DbError::query("starting a read-only transaction"))?;
-    let mut wanted = vec![Wanted::Loans, Wanted::Gaps];
+    let mut wanted = vec![Wanted::Loans, Wanted::Gaps, Wanted::Load];
     if let Some((source, rows)) = csv {
         wanted.push(Wanted::Csv(source, rows));
     }
@@ -201,6 +204,7 @@ fn run_checks(
             match check {
                 Wanted::Loans => sql::check_loans(&mut tx)?,
                 Wanted::Gaps => sql::check_gaps(&mut tx, options.no_gaps)?,
+                Wanted::Load => sql::check_load(&mut tx)?,
                 Wanted::Csv(source, rows) => sql::check_csv(&mut tx, source, rows)?,
                 Wanted::Snapshot => sql::check_snapshot(&mut tx, options.run)?,
                 Wanted::Freshness(max_age) => sql::check_freshness(&mut tx, max_age)?,

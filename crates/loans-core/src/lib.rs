@@ -16,6 +16,7 @@ pub mod locks;
 pub mod logging;
 pub mod migrations;
 mod pgpass;
+pub mod revisions;
 pub mod rollup;
 pub mod statements;
 pub mod tls;

@@ -2,8 +2,10 @@
 //!
 //! Everything happens in one transaction: rows go through COPY into a temporary staging table as
 //! they are read and checked; if any row is bad the COPY is abandoned and nothing is written.
-//! Otherwise one MERGE updates days with changed counts and inserts new days, and the load is
-//! recorded in `loan_loads`. Days missing from the file are kept: an extract that stops early must not erase
+//! Otherwise the revisions are judged by the data's rules ([`crate::revisions`]), and a load with
+//! anomalies is refused if the caller asks for it ([`LoadOptions::on_anomaly`]); one MERGE
+//! updates days with changed counts and inserts new days, and the load is recorded in
+//! `loan_loads`. Days missing from the file are kept: an extract that stops early must not erase
 //! history.
 //!
 //! Extracts are applied in the order of their as-of dates, so an old file cannot undo a newer one:
@@ -29,6 +31,7 @@ use crate::input::{
     self, CANONICAL_HEADER, InputError, InputErrorKind, LoanCsv, LoanRow, MAX_REPORTED_ROWS, Source,
 };
 use crate::migrations::{self, MigrationError};
+use crate::revisions::{self, OnAnomaly, Revisions};
 
 /// Memory the server may use for the merge's hash join, for this session only.
 pub const LOAD_WORK_MEM: &str = "64MB";
@@ -163,6 +166,8 @@ pub struct LoadOptions {
     /// Merge the file even when a newer extract was loaded before it, or when these exact bytes
     /// were loaded before: the caller means to put its counts back.
     pub allow_older: bool,
+    /// Load, or refuse, a file whose revisions break the data's rules.
+    pub on_anomaly: OnAnomaly,
 }
 
 /// What a load ended with: merged, or nothing to do because the same file was loaded before.
@@ -225,6 +230,8 @@ pub struct LoadSummary {
     /// Days in `loans` that this file does not have; left as they were.
     pub kept_absent: u64,
     pub as_of: Option<NaiveDate>,
+    /// How the file revised the days `loans` held.
+    pub revisions: Revisions,
     pub elapsed: Duration,
 }
 
@@ -235,13 +242,14 @@ impl fmt::Display for LoadSummary {
             .map_or_else(|| "none".to_owned(), |d| d.to_string());
         write!(
             f,
-            "load {}: rows_read={} inserted={} updated={} unchanged={} as_of={} elapsed={:.3}s",
+            "load {}: rows_read={} inserted={} updated={} unchanged={} as_of={} {} elapsed={:.3}s",
             self.load_id,
             self.rows_read,
             self.inserted,
             self.updated,
             self.unchanged,
             as_of,
+            self.revisions,
             self.elapsed.as_secs_f64()
         )
     }
@@ -269,6 +277,13 @@ pub enum LoadError {
     /// The source database's rows cannot be an extract (wrong columns, none at all).
     #[error("{source_name}: {reason}; nothing was loaded")]
     SourceData { source_name: String, reason: String },
+    /// The file's revisions break the data's rules, and `--on-anomaly refuse` was given.
+    #[error(
+        "{file}: the extract revises days against the data's rules: {}; nothing was loaded. \
+         To load it anyway, pass --on-anomaly warn.",
+        revisions.anomalies()
+    )]
+    Anomalies { file: String, revisions: Revisions },
 }
 
 impl ExitStatus for LoadError {
@@ -277,7 +292,9 @@ impl ExitStatus for LoadError {
             LoadError::Input(err) => err.exit(),
             LoadError::Db(err) => err.exit(),
             LoadError::Migration(err) => err.exit(),
-            LoadError::Older { .. } | LoadError::SourceData { .. } => Exit::DataErr,
+            LoadError::Older { .. }
+            | LoadError::SourceData { .. }
+            | LoadError::Anomalies { .. } => Exit::DataErr,
         }
     }
 }
@@ -449,6 +466,18 @@ fn load_rows<R: io::Read>(
             return Ok(LoadOutcome::AlreadyLoaded { earlier, same });
         }
     }
+    // The staging table is analyzed so the planner knows its size: a temporary table has no
+    // statistics otherwise, and the plans of the classification and the merge depend on them.
+    tx.execute("ANALYZE loans_staging", &[])
+        .map_err(DbError::query("analyzing the staging table"))?;
+    let revisions = revisions::classify(&mut tx, as_of)?;
+    if revisions.has_anomalies() && options.on_anomaly == OnAnomaly::Refuse {
+        // Rolled back as the transaction is dropped.
+        return Err(LoadError::Anomalies {
+            file: name.to_owned(),
+            revisions,
+        });
+    }
     let summary = merge(
         &mut tx,
         &options.input.recorded_name(),
@@ -456,8 +485,18 @@ fn load_rows<R: io::Read>(
         as_of,
         csv.rows_read(),
         started_at,
+        revisions,
     )?;
     tx.commit().map_err(DbError::query("committing the load"))?;
+
+    if summary.revisions.has_anomalies() {
+        log::warn!(
+            "load {} revised days against the data's rules: {}; loaded, and recorded in \
+             loan_load_anomalies (--on-anomaly refuse refuses such a file)",
+            summary.load_id,
+            summary.revisions.anomalies()
+        );
+    }
 
     if summary.kept_absent > 0 {
         log::info!(
@@ -596,7 +635,7 @@ fn copy_error(err: io::Error, context: &str) -> DbError {
     }
 }
 
-/// Records the load and merges the staged rows into `loans`.
+/// Records the load and its anomalies, and merges the staged rows into `loans`.
 fn merge(
     tx: &mut Transaction<'_>,
     recorded_name: &str,
@@ -604,21 +643,34 @@ fn merge(
     as_of: Option<NaiveDate>,
     rows_read: u64,
     started_at: chrono::DateTime<Utc>,
+    revisions: Revisions,
 ) -> Result<LoadSummary, DbError> {
     let rows_read_i = i32::try_from(rows_read).unwrap_or(i32::MAX);
-    // The staging table is analyzed so the planner knows its size: a temporary table has no
-    // statistics otherwise, and the merge's plans depend on them.
-    tx.execute("ANALYZE loans_staging", &[])
-        .map_err(DbError::query("analyzing the staging table"))?;
+    let days = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
     let row = tx
         .query_one(
-            "INSERT INTO loan_loads (source, sha256, as_of, rows_read, started_at)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO loan_loads (source, sha256, as_of, rows_read, started_at, towards_final,
+                                     loans_added, final_changed, count_lowered, day_missing)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
           RETURNING id, (SELECT count(*) FROM loans)",
-            &[&recorded_name, &sha256, &as_of, &rows_read_i, &started_at],
+            &[
+                &recorded_name,
+                &sha256,
+                &as_of,
+                &rows_read_i,
+                &started_at,
+                &days(revisions.towards_final),
+                &days(revisions.loans_added),
+                &days(revisions.final_changed),
+                &days(revisions.count_lowered),
+                &days(revisions.day_missing),
+            ],
         )
         .map_err(DbError::query("recording the load in loan_loads"))?;
     let (load_id, days_before): (i64, i64) = (row.get(0), row.get(1));
+    if revisions.has_anomalies() {
+        revisions::record(tx, load_id)?;
+    }
     // The change log's trigger puts the changes of this transaction down to this load (V002).
     tx.execute(
         "SELECT set_config('loans.load_id', $1::int8::text, true)",
@@ -673,6 +725,7 @@ fn merge(
         unchanged,
         kept_absent: total.saturating_sub(rows_read),
         as_of,
+        revisions,
         elapsed: Duration::ZERO,
     })
 }
@@ -734,11 +787,18 @@ mod tests {
             unchanged: 607,
             kept_absent: 0,
             as_of: NaiveDate::from_ymd_opt(2023, 5, 9),
+            revisions: Revisions {
+                towards_final: 2,
+                final_changed: 1,
+                ..Revisions::default()
+            },
             elapsed: Duration::from_millis(52),
         };
         assert_eq!(
             summary.to_string(),
-            "load 4: rows_read=620 inserted=10 updated=3 unchanged=607 as_of=2023-05-09 elapsed=0.052s"
+            "load 4: rows_read=620 inserted=10 updated=3 unchanged=607 as_of=2023-05-09 \
+             towards_final=2 loans_added=0 final_changed=1 count_lowered=0 day_missing=0 \
+             elapsed=0.052s"
         );
     }
 }

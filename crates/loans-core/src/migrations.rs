@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "revisions",
         sql: include_str!("../sql/schema/V002__revisions.sql"),
     },
+    Migration {
+        version: 3,
+        name: "load_anomalies",
+        sql: include_str!("../sql/schema/V003__load_anomalies.sql"),
+    },
 ];
 
 /// The longest a migration waits for a lock (its own on `schema_migrations`, or one of a table it
@@ -300,6 +305,7 @@ fn relations() -> Vec<&'static str> {
     vec![
         "loans_internal.schema_migrations",
         "loan_loads",
+        "loan_load_anomalies",
         "loans",
         "loans_internal.loans_changes",
         "rollup_runs",

@@ -51,6 +51,7 @@ pub mod checks {
     pub const CHANGED_SINCE: Statement = embed!("checks/changed_since.sql");
     pub const SNAPSHOT_VS_LOANS: Statement = embed!("checks/snapshot_vs_loans.sql");
     pub const FRESHNESS: Statement = embed!("checks/freshness.sql");
+    pub const LOAD: Statement = embed!("checks/load.sql");
 }
 
 /// The line of `run/apply.sql` the definition takes the place of.
@@ -76,8 +77,8 @@ pub fn apply() -> &'static str {
 /// Every statement as sent, with its file: what the PREPARE test goes through.
 pub fn all() -> Vec<(&'static str, &'static str)> {
     use checks::{
-        CHANGED_SINCE, FIGURES, FRESHNESS, GAPS, LOANS, LOANS_OUTSIDE, LOANS_ROWS, PENDING_CHANGES,
-        SNAPSHOT_FIND, SNAPSHOT_OUTSIDE, SNAPSHOT_ROWS, SNAPSHOT_VS_LOANS,
+        CHANGED_SINCE, FIGURES, FRESHNESS, GAPS, LOAD, LOANS, LOANS_OUTSIDE, LOANS_ROWS,
+        PENDING_CHANGES, SNAPSHOT_FIND, SNAPSHOT_OUTSIDE, SNAPSHOT_ROWS, SNAPSHOT_VS_LOANS,
     };
     use run::{APPLY_WRAPPER, FAIL, FINISH, LOCK, PLAN, REGISTER};
     let mut all: Vec<(&str, &str)> = [LOCK, REGISTER, PLAN, FINISH, FAIL]
@@ -99,6 +100,7 @@ pub fn all() -> Vec<(&'static str, &'static str)> {
             CHANGED_SINCE,
             SNAPSHOT_VS_LOANS,
             FRESHNESS,
+            LOAD,
         ]
         .iter()
         .map(|s| (s.file, s.sql)),

@@ -10,6 +10,7 @@ use loans_core::exit::EXIT_CODES_HELP;
 use loans_core::input::Source;
 use loans_core::load::{self, Input, LoadOptions, SourceArgs};
 use loans_core::logging;
+use loans_core::revisions::OnAnomaly;
 
 const ABOUT: &str = "Load a daily loans extract (CSV) into PostgreSQL, checking every row.";
 
@@ -23,6 +24,12 @@ are new are inserted into `loans`, days whose counts changed are updated, days w
 counts are left alone (loading the same file twice changes nothing), and days that are in the
 table but not in the file are kept. The load is recorded in `loan_loads`, and one summary line is
 printed on stdout. Pending schema migrations are applied first.
+
+The revisions are judged by the data's rules: a day is final when defaults + liquidations =
+number_of_loans, and a newer extract should only move open days towards final. The summary counts
+the days of each class; the anomalies (final_changed, count_lowered, day_missing) are recorded
+per day in loan_load_anomalies and warned about on stderr, or, with --on-anomaly refuse, refuse
+the load with status 65, writing nothing.
 
 Extracts are applied in the order of their as-of dates, so an older file cannot undo a newer one:
   - a file with the same SHA-256 as an earlier load is not loaded again: it prints
@@ -79,6 +86,12 @@ struct Cli {
     #[arg(long)]
     allow_older: bool,
 
+    /// What to do with a file whose revisions break the data's rules (a final day changed, a
+    /// count lowered, a day missing from a newer extract): warn (load it, record them in
+    /// loan_load_anomalies, warn on stderr) or refuse (status 65, nothing written).
+    #[arg(long, value_enum, value_name = "WHAT", default_value_t = OnAnomaly::Warn)]
+    on_anomaly: OnAnomaly,
+
     #[command(flatten)]
     source: SourceArgs,
 
@@ -112,6 +125,7 @@ fn main() -> ExitCode {
         db,
         input,
         allow_older: cli.allow_older,
+        on_anomaly: cli.on_anomaly,
     };
     match load::load(&options) {
         Ok(outcome) => logging::succeed(&outcome.to_string()),

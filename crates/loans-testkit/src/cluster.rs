@@ -101,6 +101,7 @@ impl TestDb {
                 .expect("a valid URL"),
             input: loans_core::load::Input::Extract(loans_core::input::Source::Path(path.clone())),
             allow_older: false,
+            on_anomaly: loans_core::revisions::OnAnomaly::Warn,
         };
         let outcome = loans_core::load::load(&options);
         let _ = fs::remove_file(path);

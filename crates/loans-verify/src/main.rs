@@ -16,8 +16,9 @@ const ABOUT: &str = "Check the loans tables and the newest rollup snapshot, read
 const LONG_ABOUT: &str = "\
 Check the loans tables and the newest rollup snapshot, read-only.
 
-Prints one line per check, PASS, FAIL, INFO (worth knowing, not a failure), BEHIND (the newest
-snapshot predates a change to loans; not a failure) or SKIP, with details, and exits 0 when
+Prints one line per check, PASS, FAIL, INFO (worth knowing, not a failure), WARN (worth a look,
+not a failure), BEHIND (the newest snapshot predates a change to loans; not a failure) or SKIP,
+with details, and exits 0 when
 nothing failed, 1 when something did, 66 when the --csv file cannot be opened, 69 when the
 database cannot be reached. It never writes: the schema is checked first, then every other check
 reads one consistent state in a read-only transaction.
@@ -26,6 +27,8 @@ Checks:
   schema     the schema is at the version this binary expects (a schema that is behind fails)
   loans      no NULLs, counts >= 0, defaults + liquidations <= number_of_loans, one row per date
   gaps       calendar days missing from loans (INFO; FAIL with --no-gaps)
+  load       how the newest load revised loans; WARN naming the days if it found anomalies (a
+             final day changed, a count lowered, a day missing from a newer extract)
   csv        with --csv FILE: loans equals the file exactly; missing, extra and differing days named
   snapshot   the newest successful snapshot has one row per day of loans and one created_at, and
              every value equals, within 1e-9 relative, a recomputation done here from loans.

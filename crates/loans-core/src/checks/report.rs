@@ -6,6 +6,7 @@ use std::fmt::{self, Write as _};
 use serde::Serialize;
 
 use crate::exit::Exit;
+use crate::revisions::Anomaly;
 
 /// Differences named in a check's details before the rest are only counted.
 pub(super) const NAMED: usize = 5;
@@ -18,6 +19,8 @@ pub enum Status {
     Fail,
     /// Worth knowing, not a failure.
     Info,
+    /// Worth a look, not a failure: the newest load broke the data's rules.
+    Warn,
     /// Could not be checked because an earlier check failed.
     Skip,
     /// The newest snapshot is right for the `loans` it was made from, but `loans` has changed
@@ -31,6 +34,7 @@ impl fmt::Display for Status {
             Status::Pass => "PASS",
             Status::Fail => "FAIL",
             Status::Info => "INFO",
+            Status::Warn => "WARN",
             Status::Skip => "SKIP",
             Status::Behind => "BEHIND",
         })
@@ -82,6 +86,35 @@ pub struct Figures {
     /// seconds since then.
     pub newest_as_of_seconds: Option<i64>,
     pub as_of_age_seconds: Option<f64>,
+    /// The newest load's days of each anomaly class; `None` before the first load (or for one
+    /// made before loads counted them).
+    pub load_anomalies: Option<LoadAnomalies>,
+}
+
+/// Days of each anomaly class in one load (see `crate::revisions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LoadAnomalies {
+    pub final_changed: i64,
+    pub count_lowered: i64,
+    pub day_missing: i64,
+}
+
+impl LoadAnomalies {
+    /// One Prometheus sample per class: `{class="final_changed"}` and its days.
+    fn samples(&self) -> Vec<(String, f64)> {
+        [
+            (Anomaly::FinalChanged, self.final_changed),
+            (Anomaly::CountLowered, self.count_lowered),
+            (Anomaly::DayMissing, self.day_missing),
+        ]
+        .into_iter()
+        .map(|(class, days)| {
+            #[allow(clippy::cast_precision_loss)]
+            let days = days as f64;
+            (format!("{{class=\"{}\"}}", class.name()), days)
+        })
+        .collect()
+    }
 }
 
 impl Report {
@@ -117,13 +150,16 @@ impl Report {
             .checks
             .iter()
             .map(|c| {
-                let ok = matches!(c.status, Status::Pass | Status::Info | Status::Behind);
+                let ok = matches!(
+                    c.status,
+                    Status::Pass | Status::Info | Status::Warn | Status::Behind
+                );
                 (format!("{{check=\"{}\"}}", c.name), f64::from(u8::from(ok)))
             })
             .collect();
         gauge(
             "check_ok",
-            "1 when the loans-verify check passed (or only informs, or the snapshot is behind), 0 when it failed or was skipped.",
+            "1 when the loans-verify check passed (or only informs or warns, or the snapshot is behind), 0 when it failed or was skipped.",
             &checks,
         );
         let behind = self
@@ -175,6 +211,16 @@ impl Report {
             "as_of_age_seconds",
             "Seconds since the newest as-of date loaded (its midnight, UTC); divide by 86400 for days.",
             &one(f.as_of_age_seconds),
+        );
+        let anomalies: Vec<(String, f64)> = f
+            .load_anomalies
+            .iter()
+            .flat_map(LoadAnomalies::samples)
+            .collect();
+        gauge(
+            "load_anomalies",
+            "Days of each anomaly class (final_changed, count_lowered, day_missing) the newest loans-load found; see loan_load_anomalies.",
+            &anomalies,
         );
         out
     }

@@ -8,11 +8,12 @@ use postgres::Transaction;
 use postgres::fallible_iterator::FallibleIterator;
 
 use super::recompute::{Expected, Recompute, close};
-use super::report::{Check, Differences, Figures, NAMED, Status};
+use super::report::{Check, Differences, Figures, LoadAnomalies, NAMED, Status};
 use crate::db::DbError;
 use crate::duration::format_duration;
 use crate::input::{self, LoanRow, Source};
 use crate::migrations;
+use crate::revisions::Anomaly;
 use crate::statements::checks as sql;
 
 /// The days the loader accepts and V001's constraint keeps `loans` to. An older database may hold
@@ -33,6 +34,14 @@ pub(super) fn read_figures(tx: &mut Transaction<'_>) -> Result<Figures, DbError>
         days: row.get(4),
         newest_as_of_seconds: row.get(5),
         as_of_age_seconds: row.get(6),
+        load_anomalies: match (row.get(7), row.get(8), row.get(9)) {
+            (Some(final_changed), Some(count_lowered), Some(day_missing)) => Some(LoadAnomalies {
+                final_changed,
+                count_lowered,
+                day_missing,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -144,6 +153,63 @@ pub(super) fn check_gaps(tx: &mut Transaction<'_>, no_gaps: bool) -> Result<Chec
             ranges.join(", ")
         ),
     ))
+}
+
+/// The newest load's revisions: WARN when it found anomalies (it was loaded with
+/// `--on-anomaly warn`), naming the first days of each class.
+pub(super) fn check_load(tx: &mut Transaction<'_>) -> Result<Check, DbError> {
+    let Some(row) = tx
+        .query_opt(sql::LOAD.sql, &[])
+        .map_err(DbError::query("reading the newest load"))?
+    else {
+        return Ok(Check::new("load", Status::Info, "no load recorded yet"));
+    };
+    let (id, source, as_of): (i64, String, Option<String>) = (row.get(0), row.get(1), row.get(2));
+    let as_of = as_of.map_or_else(String::new, |d| format!(", as of {d}"));
+    let load = format!("load {id} ({source}{as_of})");
+    let counts: Option<Vec<i32>> = (3..9).map(|i| row.get::<_, Option<i32>>(i)).collect();
+    let Some(counts) = counts else {
+        return Ok(Check::new(
+            "load",
+            Status::Info,
+            format!("{load} was made before loads counted their revisions"),
+        ));
+    };
+    let mut found = vec![];
+    for (i, class) in Anomaly::ALL.into_iter().enumerate() {
+        let n = u64::try_from(counts[3 + i]).unwrap_or(0);
+        if n == 0 {
+            continue;
+        }
+        let named: Vec<String> = row.get(9 + i);
+        let more = n.saturating_sub(named.len() as u64);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        found.push(format!("{}: {}{more}", class.describe(n), named.join(", ")));
+    }
+    let figures = format!(
+        "inserted={} towards_final={} loans_added={}",
+        counts[0], counts[1], counts[2]
+    );
+    Ok(if found.is_empty() {
+        Check::new(
+            "load",
+            Status::Pass,
+            format!("{load}: {figures}; no anomaly"),
+        )
+    } else {
+        Check::new(
+            "load",
+            Status::Warn,
+            format!(
+                "{load}: {figures}; {}: see loan_load_anomalies",
+                found.join("; ")
+            ),
+        )
+    })
 }
 
 pub(super) fn check_csv(

@@ -394,6 +394,7 @@ fn check(
         db: loans_core::config::DbConfig::from_url(&db.url, "differential").unwrap(),
         input: Input::Extract(Source::Path(file.to_owned())),
         allow_older: false,
+        on_anomaly: loans_core::revisions::OnAnomaly::Warn,
     });
     match outcome {
         Ok(LoadOutcome::Loaded(summary)) => {

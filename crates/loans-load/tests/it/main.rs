@@ -6,5 +6,6 @@ mod conninfo;
 mod differential;
 mod hostile_args;
 mod load;
+mod revisions;
 mod source_db;
 mod tls;

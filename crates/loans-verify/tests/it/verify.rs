@@ -56,7 +56,15 @@ fn everything_passes_on_the_loaded_extract() {
         .collect();
     assert_eq!(
         names,
-        ["schema", "loans", "gaps", "csv", "snapshot", "freshness"]
+        [
+            "schema",
+            "loans",
+            "gaps",
+            "load",
+            "csv",
+            "snapshot",
+            "freshness"
+        ]
     );
     assert!(out.stdout.lines().all(|l| l.starts_with("PASS ")), "{out}");
     assert!(
@@ -73,7 +81,7 @@ fn json_output_carries_every_check() {
         serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
     assert_eq!(json["ok"], true);
     let checks = json["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 4);
+    assert_eq!(checks.len(), 5);
     assert!(
         checks
             .iter()
@@ -153,7 +161,13 @@ fn a_snapshot_made_before_the_latest_load_is_behind_not_wrong() {
     assert!(line(&out, "loans").starts_with("PASS   loans "), "{out}");
     let json: serde_json::Value =
         serde_json::from_str(&verify(&db).args(["--format", "json"]).expect(0).stdout).unwrap();
-    assert_eq!(json["checks"][3]["status"], "behind");
+    let snapshot = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "snapshot")
+        .unwrap();
+    assert_eq!(snapshot["status"], "behind");
     rollup(&db);
     assert!(line(&verify(&db).expect(0), "snapshot").starts_with("PASS snapshot "));
 }
@@ -325,7 +339,7 @@ fn the_reader_role_reads_the_public_tables_and_views_and_writes_nothing() {
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v') ORDER BY 1",
     );
-    assert_eq!(relations.len(), 6, "{relations:?}");
+    assert_eq!(relations.len(), 7, "{relations:?}");
     for relation in &relations {
         analyst
             .query(&format!("SELECT * FROM {relation} LIMIT 1"), &[])
@@ -355,6 +369,7 @@ fn the_reader_role_reads_the_public_tables_and_views_and_writes_nothing() {
         "TRUNCATE loans",
         "UPDATE loans_internal.rollup_versions SET valid_to = NULL",
         "DELETE FROM rollup_runs",
+        "DELETE FROM loan_load_anomalies",
         "INSERT INTO loans_internal.loans_changes VALUES ('-infinity', 'infinity')",
         "CREATE TABLE mine (x int)",
         "CREATE VIEW mine AS SELECT 1",
@@ -612,8 +627,14 @@ fn a_schema_that_is_behind_is_reported_and_never_migrated() {
     let db = ready();
     db.execute("DELETE FROM loans_internal.schema_migrations");
     let out = verify(&db).expect(1);
+    // Counted from the files, independently of the list the binary embeds.
+    let n = std::fs::read_dir(repo_root().join("crates/loans-core/sql/schema"))
+        .unwrap()
+        .count();
     assert!(
-        line(&out, "schema").contains("version 0, this binary expects 2: 2 migration(s) pending"),
+        line(&out, "schema").contains(&format!(
+            "version 0, this binary expects {n}: {n} migration(s) pending"
+        )),
         "{out}"
     );
     assert_eq!(
@@ -684,4 +705,126 @@ fn a_database_from_before_the_baseline_fails_the_schema_check_saying_what_to_do(
     }
     assert!(line(&out, "loans").starts_with("SKIP "), "{out}");
     assert_eq!(db.everything(), before);
+}
+
+/// Three days as of 2023-05-01 (2023-01-01 final, 10 = 2 + 8), then a newer extract that
+/// changes that final day lowering a count, lowers an open day's count and lacks the third.
+fn with_anomalies() -> TestDb {
+    let db = cluster().fresh_db();
+    let header = |d: &str| {
+        format!("Date of Repayment,Number of Loans,Default (as of {d}),Liquidation (as of {d})\n")
+    };
+    db.load(&format!(
+        "{}2023-01-01,10,2,8\n2023-01-02,10,1,5\n2023-01-03,10,0,0\n",
+        header("2023-05-01")
+    ));
+    db.load(&format!(
+        "{}2023-01-01,10,3,7\n2023-01-02,10,0,6\n",
+        header("2023-05-08")
+    ));
+    rollup(&db);
+    db
+}
+
+#[test]
+fn the_load_check_warns_of_the_newest_loads_anomalies_without_failing() {
+    let db = with_anomalies();
+    let out = verify(&db).expect(0);
+    let load = line(&out, "load");
+    assert!(load.starts_with("WARN load      load 2 ("), "{out}");
+    assert!(
+        load.ends_with(
+            ", as of 2023-05-08): inserted=0 towards_final=0 loans_added=0; 1 final day \
+             changed: 2023-01-01; 2 days with a count lowered: 2023-01-01, 2023-01-02; 1 day \
+             missing from the file: 2023-01-03: see loan_load_anomalies"
+        ),
+        "{out}"
+    );
+    // As loans_monitor, which runs the verifier in operation: the same line.
+    let user = format!("monitor_{}", db.name);
+    db.execute(&format!(
+        "CREATE ROLE {user} LOGIN PASSWORD 'watches'; GRANT loans_monitor TO {user};"
+    ));
+    let (_, server) = db.url.split_once('@').expect("a URL with a user");
+    let out = Cmd::new(BIN)
+        .args([
+            "--database-url",
+            &format!("postgresql://{user}:watches@{server}"),
+        ])
+        .expect(0);
+    assert_eq!(line(&out, "load"), load);
+
+    let out = verify(&db).args(["--format", "prometheus"]).expect(0);
+    let text = &out.stdout;
+    for (class, days) in [
+        ("final_changed", "1"),
+        ("count_lowered", "2"),
+        ("day_missing", "1"),
+    ] {
+        assert_eq!(
+            sample(text, &format!("loans_load_anomalies{{class=\"{class}\"}}")),
+            days,
+            "{class}"
+        );
+    }
+    assert_eq!(sample(text, "loans_check_ok{check=\"load\"}"), "1");
+    assert_eq!(sample(text, "loans_verify_ok"), "1");
+    let out = verify(&db).args(["--format", "json"]).expect(0);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        json["figures"]["load_anomalies"],
+        serde_json::json!({"final_changed": 1, "count_lowered": 2, "day_missing": 1})
+    );
+    let check = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "load")
+        .unwrap();
+    assert_eq!(check["status"], "warn");
+
+    // It is the newest load's: an extract that revises nothing clears it.
+    db.load(
+        "Date of Repayment,Number of Loans,Default (as of 2023-05-09),Liquidation (as of 2023-05-09)\n\
+         2023-01-01,10,3,7\n2023-01-02,10,0,6\n2023-01-03,10,0,0\n",
+    );
+    let out = verify(&db).args(["--format", "prometheus"]).expect(0);
+    for class in ["final_changed", "count_lowered", "day_missing"] {
+        assert_eq!(
+            sample(
+                &out.stdout,
+                &format!("loans_load_anomalies{{class=\"{class}\"}}")
+            ),
+            "0"
+        );
+    }
+    let out = verify(&db).expect(0);
+    assert!(
+        line(&out, "load")
+            .ends_with(", as of 2023-05-09): inserted=0 towards_final=0 loans_added=0; no anomaly"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_load_check_informs_before_the_first_load_and_for_a_load_that_counted_nothing() {
+    let db = cluster().fresh_db();
+    loans_core::migrations::migrate(&mut db.client()).unwrap();
+    let out = verify(&db).args(["--format", "prometheus"]).expect(1);
+    assert!(
+        !out.stdout.contains("loans_load_anomalies"),
+        "no load, no figure\n{out}"
+    );
+    let out = verify(&db).expect(1);
+    assert_eq!(line(&out, "load"), "INFO load      no load recorded yet");
+    // A load from before the counts existed (V001's columns only).
+    db.execute(
+        "INSERT INTO loan_loads (source, sha256, as_of, inserted, started_at)
+         VALUES ('old.csv', 'x', '2023-05-09', 3, now())",
+    );
+    let out = verify(&db).expect(1);
+    assert_eq!(
+        line(&out, "load"),
+        "INFO load      load 1 (old.csv, as of 2023-05-09) was made before loads counted their revisions"
+    );
 }
