@@ -17,38 +17,66 @@ pub struct Expected {
     pub ratio: Option<f64>,
     pub rolling_avg: Option<f64>,
     pub window_days: i32,
+    /// (defaults + liquidations) / number_of_loans; `None` when the day has no loans.
+    pub outcomes_known: Option<f64>,
+    /// The same over the days of the window, summed; `None` when the window has no loans.
+    pub window_outcomes_known: Option<f64>,
+}
+
+/// One day of the window: its ratio, if it has one, and its counts, which every day present
+/// adds to the window's sums whether or not it has a ratio.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    date: NaiveDate,
+    ratio: Option<f64>,
+    outcomes: i64,
+    loans: i64,
 }
 
 /// Recomputes the rollup day by day from rows in date order: the ratio of liquidations to
-/// defaults, and the mean of the ratios of the seven calendar days before.
+/// defaults, the mean of the ratios of the seven calendar days before, and how many of the
+/// loans of the day, and of those seven days, have an outcome.
 #[derive(Debug, Default)]
 pub struct Recompute {
-    /// Ratios of recent days, oldest first.
-    recent: VecDeque<(NaiveDate, f64)>,
+    /// The days of the last seven calendar days seen, oldest first.
+    recent: VecDeque<Seen>,
 }
 
 impl Recompute {
     /// The expected values for `row`, which must come after every row given before.
     pub fn next(&mut self, row: &LoanRow) -> Expected {
         let window_start = row.date - chrono::Days::new(7);
-        while self.recent.front().is_some_and(|(d, _)| *d < window_start) {
+        while self.recent.front().is_some_and(|s| s.date < window_start) {
             self.recent.pop_front();
         }
-        let window_days = self.recent.len();
-        let rolling_avg = (window_days > 0)
-            .then(|| self.recent.iter().map(|(_, r)| r).sum::<f64>() / window_days as f64);
-        let ratio =
-            (row.defaults != 0).then(|| f64::from(row.liquidations) / f64::from(row.defaults));
-        if let Some(r) = ratio {
-            self.recent.push_back((row.date, r));
-        }
+        let ratios: Vec<f64> = self.recent.iter().filter_map(|s| s.ratio).collect();
+        let rolling_avg =
+            (!ratios.is_empty()).then(|| ratios.iter().sum::<f64>() / ratios.len() as f64);
+        // Sums of integers, exact; one division at the end.
+        let window_outcomes: i64 = self.recent.iter().map(|s| s.outcomes).sum();
+        let window_loans: i64 = self.recent.iter().map(|s| s.loans).sum();
+        let seen = Seen {
+            date: row.date,
+            ratio: (row.defaults != 0)
+                .then(|| f64::from(row.liquidations) / f64::from(row.defaults)),
+            outcomes: i64::from(row.defaults) + i64::from(row.liquidations),
+            loans: i64::from(row.number_of_loans),
+        };
+        self.recent.push_back(seen);
         Expected {
             date: row.date,
-            ratio,
+            ratio: seen.ratio,
             rolling_avg,
-            window_days: window_days as i32,
+            window_days: ratios.len() as i32,
+            outcomes_known: share(seen.outcomes, seen.loans),
+            window_outcomes_known: share(window_outcomes, window_loans),
         }
     }
+}
+
+/// `part / whole`, or `None` for no whole.
+fn share(part: i64, whole: i64) -> Option<f64> {
+    (whole != 0).then(|| part as f64 / whole as f64)
 }
 
 /// Equal within [`TOLERANCE`], relative to the larger magnitude; both absent is equal.
@@ -133,6 +161,105 @@ mod tests {
     fn all_zero_days_have_no_ratio_and_no_mean() {
         let rows = [day("2023-01-01", 0, 0), day("2023-01-02", 0, 0)];
         assert_eq!(run(&rows), [(None, None, 0), (None, None, 0)]);
+    }
+
+    fn counts(date: &str, number_of_loans: i32, defaults: i32, liquidations: i32) -> LoanRow {
+        LoanRow {
+            date: date.parse().unwrap(),
+            number_of_loans,
+            defaults,
+            liquidations,
+        }
+    }
+
+    fn outcomes(rows: &[LoanRow]) -> Vec<(Option<f64>, Option<f64>)> {
+        let mut r = Recompute::default();
+        rows.iter()
+            .map(|row| {
+                let e = r.next(row);
+                (e.outcomes_known, e.window_outcomes_known)
+            })
+            .collect()
+    }
+
+    fn assert_all_close(
+        rows: &[LoanRow],
+        got: &[(Option<f64>, Option<f64>)],
+        want: &[(Option<f64>, Option<f64>)],
+    ) {
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                close(g.0, w.0) && close(g.1, w.1),
+                "{}: {g:?} != {w:?}",
+                rows[i].date
+            );
+        }
+    }
+
+    #[test]
+    fn outcomes_known_sums_every_day_of_the_window_with_or_without_a_ratio() {
+        // Worked by hand: (defaults + liquidations) / loans for the day, and the sums of both
+        // over the days present in d-7 .. d-1. Jan 5-10 and Jan 14-21 are missing.
+        let rows = [
+            counts("2023-01-01", 10, 2, 3),
+            counts("2023-01-02", 8, 0, 2),
+            counts("2023-01-03", 0, 0, 0),
+            counts("2023-01-04", 4, 1, 3),
+            counts("2023-01-11", 0, 0, 0),
+            counts("2023-01-12", 6, 0, 0),
+            counts("2023-01-13", 5, 2, 2),
+            counts("2023-01-22", 3, 1, 1),
+        ];
+        let want = [
+            (Some(0.5), None),             // 5/10; no day in the window
+            (Some(0.25), Some(0.5)),       // 2/8; Jan 1: 5/10
+            (None, Some(7.0 / 18.0)),      // no loans; Jan 1-2: (5 + 2) / (10 + 8)
+            (Some(1.0), Some(7.0 / 18.0)), // 4/4; Jan 1-3: Jan 3 adds 0 / 0
+            (None, Some(1.0)),             // no loans; Jan 4-10: Jan 4 only, 4/4
+            (Some(0.0), None),             // 0/6; Jan 5-11: Jan 11 only, no loans
+            (Some(0.8), Some(0.0)),        // 4/5; Jan 6-12: (0 + 0) / (0 + 6)
+            (Some(2.0 / 3.0), None),       // 2/3; Jan 15-21: no day
+        ];
+        assert_all_close(&rows, &outcomes(&rows), &want);
+        // The mean over the same windows skips Jan 2, whose ratio is NULL; the sums did not.
+        let means = run(&rows);
+        assert_eq!(means[2], (None, Some(1.5), 1));
+        assert_eq!(means[3], (Some(3.0), Some(1.5), 1));
+    }
+
+    #[test]
+    fn a_full_window_sums_seven_days_even_without_any_ratio() {
+        // Day k: 10 loans, no defaults, k liquidations. Day 8 sums days 1-7: 28 / 70; day 9
+        // days 2-8: 35 / 70. No day has a ratio, so no mean.
+        let rows: Vec<LoanRow> = (1..=9)
+            .map(|k| counts(&format!("2023-03-{k:02}"), 10, 0, k))
+            .collect();
+        let got = outcomes(&rows);
+        assert_eq!(got[0], (Some(0.1), None));
+        assert!(
+            close(got[7].0, Some(0.8)) && close(got[7].1, Some(0.4)),
+            "{:?}",
+            got[7]
+        );
+        assert!(
+            close(got[8].0, Some(0.9)) && close(got[8].1, Some(0.5)),
+            "{:?}",
+            got[8]
+        );
+        assert_eq!(run(&rows)[8], (None, None, 0));
+    }
+
+    #[test]
+    fn the_sums_do_not_overflow_on_the_largest_counts() {
+        let max = i32::MAX;
+        let rows = [
+            counts("2023-01-01", max, max / 2, max - max / 2),
+            counts("2023-01-02", max, 0, max),
+            counts("2023-01-03", max, 0, 0),
+        ];
+        // Day 3: (2 max) / (2 max).
+        assert_eq!(outcomes(&rows)[2], (Some(0.0), Some(1.0)));
     }
 
     #[test]

@@ -318,13 +318,14 @@ pub(super) fn check_snapshot(tx: &mut Transaction<'_>, run: Option<i64>) -> Resu
         return Ok(Check::new("snapshot", Status::Fail, why));
     };
     let (run_id, created, newest): (i64, String, bool) = (found.get(0), found.get(1), found.get(2));
+    let columns = Columns::of_version(&found.get::<_, String>(3));
     let mut diff = Differences::default();
     let pending: i64 = tx
         .query_one(sql::PENDING_CHANGES.sql, &[])
         .map_err(DbError::query("reading the changes not rolled up yet"))?
         .get(0);
     if newest && pending == 0 {
-        let walk = compare_with_loans(tx, run_id, &mut diff)?;
+        let walk = compare_with_loans(tx, run_id, columns, &mut diff)?;
         let (rows, days) = (walk.snapshot_rows, walk.days);
         return Ok(if diff.is_empty() {
             Check::new(
@@ -332,7 +333,8 @@ pub(super) fn check_snapshot(tx: &mut Transaction<'_>, run: Option<i64>) -> Resu
                 Status::Pass,
                 format!(
                     "run {run_id} ({created}): {rows} rows, one created_at, every value matches \
-                     a recomputation from loans ({days} days)"
+                     a recomputation from loans ({days} days){}",
+                    columns.note()
                 ),
             )
         } else {
@@ -341,7 +343,7 @@ pub(super) fn check_snapshot(tx: &mut Transaction<'_>, run: Option<i64>) -> Resu
     }
     // An older run, or `loans` changed since the newest: the snapshot carries the counts it was
     // made from, so its figures are recomputed from those.
-    let rows = compare_with_own_counts(tx, run_id, &mut diff)?;
+    let rows = compare_with_own_counts(tx, run_id, columns, &mut diff)?;
     if !newest {
         return Ok(if diff.is_empty() {
             Check::new(
@@ -349,7 +351,8 @@ pub(super) fn check_snapshot(tx: &mut Transaction<'_>, run: Option<i64>) -> Resu
                 Status::Pass,
                 format!(
                     "run {run_id} ({created}), not the newest: {rows} rows, one created_at, \
-                     every value matches a recomputation from the counts it holds"
+                     every value matches a recomputation from the counts it holds{}",
+                    columns.note()
                 ),
             )
         } else {
@@ -381,8 +384,9 @@ pub(super) fn check_snapshot(tx: &mut Transaction<'_>, run: Option<i64>) -> Resu
         format!(
             "run {run_id} ({created}) was made before the latest change to loans ({changed} \
              days differ now, all of them logged for the next run); it matches a recomputation \
-             from the counts it was made from ({rows} rows, one created_at). The next rollup run \
-             brings it up to date."
+             from the counts it was made from ({rows} rows, one created_at){}. The next rollup \
+             run brings it up to date.",
+            columns.note()
         ),
     ))
 }
@@ -392,6 +396,7 @@ pub(super) fn check_snapshot(tx: &mut Transaction<'_>, run: Option<i64>) -> Resu
 fn compare_with_own_counts(
     tx: &mut Transaction<'_>,
     run_id: i64,
+    columns: Columns,
     diff: &mut Differences,
 ) -> Result<u64, DbError> {
     let context = "reading the snapshot";
@@ -421,12 +426,12 @@ fn compare_with_own_counts(
             continue;
         }
         last = Some(row.date);
-        let created_at: String = r.get(7);
+        let created_at: String = r.get(9);
         if *stamp.get_or_insert_with(|| created_at.clone()) != created_at {
             diff.add("with another created_at", row.date.to_string());
         }
         let expected = recompute.next(&row);
-        compare_values(&r, 4, &expected, diff);
+        compare_values(&r, 4, &expected, columns, diff);
     }
     Ok(count)
 }
@@ -462,9 +467,55 @@ fn snapshot_days_outside(tx: &mut Transaction<'_>, run_id: i64) -> Result<Vec<St
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Compares a snapshot row's ratio, mean and window (columns `first`, `first + 1`, `first + 2`,
-/// the numerics as text) with the recomputation.
-fn compare_values(r: &postgres::Row, first: usize, expected: &Expected, diff: &mut Differences) {
+/// Which of the figures a snapshot has. The v3 definition added outcomes_known and
+/// window_outcomes_known; the versions a run made with an earlier one hold NULL in both (V002
+/// added the columns so), and a run's snapshot holds only versions from it and runs before it,
+/// so the version the run recorded says exactly which figures its snapshot has. (That every row
+/// is NULL would say less: it would excuse a v3 snapshot whose figures were all wiped.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Columns {
+    /// Made with v3 or later: every figure is recomputed.
+    All,
+    /// Made with v1 or v2, named: the two columns must be NULL, and are not recomputed.
+    BeforeV3(&'static str),
+}
+
+impl Columns {
+    /// From `rollup_runs.rollup_version` (`v3+sha256:…`). A version that does not read as
+    /// `v<number>` is checked with every figure: no label excuses a snapshot from a check.
+    fn of_version(version: &str) -> Columns {
+        let number = version.strip_prefix('v').and_then(|rest| {
+            let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            rest[..digits].parse::<u32>().ok()
+        });
+        match number {
+            Some(1) => Columns::BeforeV3("v1"),
+            Some(2) => Columns::BeforeV3("v2"),
+            _ => Columns::All,
+        }
+    }
+
+    /// What a check's details add about the figures not recomputed.
+    fn note(self) -> String {
+        match self {
+            Columns::All => String::new(),
+            Columns::BeforeV3(version) => format!(
+                "; made with rollup {version}, from before outcomes_known and \
+                 window_outcomes_known, which are NULL in it"
+            ),
+        }
+    }
+}
+
+/// Compares a snapshot row's ratio, mean, window, outcomes_known and window_outcomes_known
+/// (columns `first` to `first + 4`, the numerics as text) with the recomputation.
+fn compare_values(
+    r: &postgres::Row,
+    first: usize,
+    expected: &Expected,
+    columns: Columns,
+    diff: &mut Differences,
+) {
     let date = expected.date;
     let parse = |i: usize| {
         r.get::<_, Option<String>>(i)
@@ -489,6 +540,43 @@ fn compare_values(r: &postgres::Row, first: usize, expected: &Expected, diff: &m
             ),
         );
     }
+    // As text, so a value that does not parse is not taken for NULL.
+    let (known, window_known): (Option<String>, Option<String>) =
+        (r.get(first + 3), r.get(first + 4));
+    if let Columns::BeforeV3(_) = columns {
+        if known.is_some() || window_known.is_some() {
+            diff.add(
+                "with outcomes_known or window_outcomes_known in a snapshot from before v3",
+                format!(
+                    "{date} ({} and {})",
+                    known.as_deref().unwrap_or("NULL"),
+                    window_known.as_deref().unwrap_or("NULL")
+                ),
+            );
+        }
+        return;
+    }
+    let (known, window_known) = (parse(first + 3), parse(first + 4));
+    if !close(known, expected.outcomes_known) {
+        diff.add(
+            "with another outcomes_known",
+            format!(
+                "{date} ({} != {})",
+                show(known),
+                show(expected.outcomes_known)
+            ),
+        );
+    }
+    if !close(window_known, expected.window_outcomes_known) {
+        diff.add(
+            "with another window_outcomes_known",
+            format!(
+                "{date} ({} != {})",
+                show(window_known),
+                show(expected.window_outcomes_known)
+            ),
+        );
+    }
 }
 
 /// What one walk over `loans` and a snapshot counted.
@@ -505,6 +593,7 @@ struct Walk {
 fn compare_with_loans(
     tx: &mut Transaction<'_>,
     run_id: i64,
+    columns: Columns,
     diff: &mut Differences,
 ) -> Result<Walk, DbError> {
     // The loans check names the days of loans out of range; the snapshot's are named here.
@@ -546,7 +635,7 @@ fn compare_with_loans(
         let written: Option<i32> = r.get(4);
         if written.is_some() {
             walk.snapshot_rows += 1;
-            let created_at: String = r.get(10);
+            let created_at: String = r.get(12);
             if *stamp.get_or_insert_with(|| created_at.clone()) != created_at {
                 diff.add("with another created_at", date.to_string());
             }
@@ -565,7 +654,7 @@ fn compare_with_loans(
             diff.add("with other counts than loans", date.to_string());
             continue;
         }
-        compare_values(&r, 7, &expected, diff);
+        compare_values(&r, 7, &expected, columns, diff);
     }
     Ok(walk)
 }
@@ -609,4 +698,35 @@ pub(super) fn check_freshness(
     } else {
         Check::new("freshness", Status::Fail, problems.join("; "))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_v1_or_v2_run_is_checked_without_the_outcomes() {
+        for (version, columns) in [
+            ("v1", Columns::BeforeV3("v1")),
+            ("v2", Columns::BeforeV3("v2")),
+            ("v2+sha256:0123456789ab", Columns::BeforeV3("v2")),
+            ("v3+sha256:0123456789ab", Columns::All),
+            ("v3", Columns::All),
+            // Not v3, but after it, or not a version at all: everything is checked.
+            ("v4+sha256:0123456789ab", Columns::All),
+            ("v10", Columns::All),
+            ("v20", Columns::All),
+            ("v", Columns::All),
+            ("", Columns::All),
+            ("2", Columns::All),
+            ("V2", Columns::All),
+            ("v99999999999999999999", Columns::All),
+        ] {
+            assert_eq!(Columns::of_version(version), columns, "{version:?}");
+        }
+        assert_eq!(
+            Columns::of_version(&crate::rollup::rollup_version()),
+            Columns::All
+        );
+    }
 }

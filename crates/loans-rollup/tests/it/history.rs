@@ -71,7 +71,8 @@ fn roll(db: &TestDb, keep: Keep, full: bool) -> i64 {
 fn assert_snapshot(db: &TestDb, run_id: i64, loans: &[LoanRow], context: &str) {
     let got = db.rows(&format!(
         "SELECT date_of_repayment, number_of_loans, defaults, liquidations,
-                liquidation_to_default_ratio, ratio_rolling_avg_7d, rolling_window_days
+                liquidation_to_default_ratio, ratio_rolling_avg_7d, rolling_window_days,
+                outcomes_known, window_outcomes_known
            FROM default_liquidation_rolling_avg_hist WHERE run_id = {run_id}
           ORDER BY date_of_repayment"
     ));
@@ -112,7 +113,9 @@ fn assert_snapshot(db: &TestDb, run_id: i64, loans: &[LoanRow], context: &str) {
         assert!(
             close(number(f[4]), expected.ratio)
                 && close(number(f[5]), expected.rolling_avg)
-                && f[6].parse::<i32>().unwrap() == expected.window_days,
+                && f[6].parse::<i32>().unwrap() == expected.window_days
+                && close(number(f[7]), expected.outcomes_known)
+                && close(number(f[8]), expected.window_outcomes_known),
             "{context}: run {run_id}, {}: got {line}, expected {expected:?}",
             row.date
         );

@@ -5,4 +5,5 @@
 mod edges;
 mod history;
 mod hostile_args;
+mod outcomes;
 mod rollup;
