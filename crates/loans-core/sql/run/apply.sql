@@ -5,7 +5,8 @@
 -- next run) and writes, for each day whose figures changed, the cause (rollup_revisions): the
 -- latest logged statement that changed the day's own counts when they changed ('load' with its
 -- load_id, or 'hand edit'), else the latest that changed a day of its window d-7 .. d-1 ('load
--- in window', 'hand edit in window', naming that day), else $4.
+-- in window', 'hand edit in window', naming the latest day of the window it, or its load,
+-- changed), else $4.
 -- The definition file (sql/rollup/, the one rollup.rs names) goes in verbatim at the line
 -- `-- the definition`; `loans-rollup --dry-run` prints the statement whole.
 -- $1 date: the first day to recompute ('-infinity' for all)
@@ -94,9 +95,14 @@ causes AS (
             LIMIT 1) AS mine ON true
       LEFT JOIN LATERAL (
            SELECT t.seq, t.load_id,
-                  -- the latest day of the window the statement changed
-                  upper(t.days * datemultirange(daterange(r.date_of_repayment - 7,
-                                                          r.date_of_repayment))) - 1 AS cause_day
+                  -- the latest day of the window the statement changed, or its load did (a load
+                  -- may log two statements: its inserts and its updates)
+                  (SELECT max(upper(o.days * datemultirange(daterange(r.date_of_repayment - 7,
+                                                                      r.date_of_repayment))) - 1)
+                     FROM taken AS o
+                    WHERE (o.seq = t.seq OR o.load_id = t.load_id)
+                      AND o.days && daterange(r.date_of_repayment - 7, r.date_of_repayment))
+                      AS cause_day
              FROM taken AS t
             WHERE NOT r.own
               AND t.days && daterange(r.date_of_repayment - 7, r.date_of_repayment)

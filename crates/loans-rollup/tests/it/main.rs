@@ -6,4 +6,5 @@ mod edges;
 mod history;
 mod hostile_args;
 mod outcomes;
+mod revisions;
 mod rollup;

@@ -828,3 +828,32 @@ fn the_load_check_informs_before_the_first_load_and_for_a_load_that_counted_noth
         "INFO load      load 1 (old.csv, as of 2023-05-09) was made before loads counted their revisions"
     );
 }
+
+#[test]
+fn tampered_outcome_shares_are_caught_and_a_snapshot_from_before_v3_passes_without_them() {
+    let db = ready();
+    db.execute(
+        "UPDATE loans_internal.rollup_versions SET outcomes_known = outcomes_known / 2
+          WHERE date_of_repayment = '2022-03-15' AND valid_to IS NULL;
+         UPDATE loans_internal.rollup_versions SET window_outcomes_known = 0.5
+          WHERE date_of_repayment = '2022-03-20' AND valid_to IS NULL",
+    );
+    let out = verify(&db).expect(1);
+    let snapshot = line(&out, "snapshot");
+    assert!(snapshot.starts_with("FAIL "), "{out}");
+    assert!(
+        snapshot.contains("another outcomes_known: 2022-03-15"),
+        "{out}"
+    );
+    assert!(
+        snapshot.contains("another window_outcomes_known: 2022-03-20"),
+        "{out}"
+    );
+    // As an upgraded database holds a run made with rollup v2: no shares in its versions.
+    db.execute(
+        "UPDATE loans_internal.rollup_versions SET outcomes_known = NULL, window_outcomes_known = NULL;
+         UPDATE rollup_runs SET rollup_version = 'v2+sha256:000000000000'",
+    );
+    let out = verify(&db).expect(0);
+    assert!(line(&out, "snapshot").starts_with("PASS "), "{out}");
+}
