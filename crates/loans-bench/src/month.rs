@@ -171,24 +171,25 @@ impl Bench {
                 .get(0)
         };
         run(&mut client);
-        let unchanged = run(&mut client);
+        let mut unchanged = vec![run(&mut client)];
         let killed = self.killed_run(&url, &mut client);
-        let real = 3 + i64::from(EXTRACTS);
-        let to_copy = rows - real;
-        assert!(to_copy >= 0, "{rows} runs cannot hold the {real} real ones");
-        // Copies between the weekly runs, a week apart when there are enough of them; a tenth of
-        // a week after the last; the rest before the first.
-        let between = if to_copy >= 4 * WEEK_OF_RUNS {
-            WEEK_OF_RUNS - 1
+        // The copies after the killed run, and after each weekly run: a week of runs apart when
+        // there are enough of them, and a tenth of a week after the last; else all after the
+        // last. Each gap's copies follow a real run that changed nothing (after a weekly run,
+        // one more real run), so they record what it recorded: the newest load among them.
+        // Real runs: the first, `unchanged`, the killed one, and the weekly ones, each followed
+        // by one more real run when copies follow it.
+        let week = WEEK_OF_RUNS - 2;
+        let gaps: Vec<i64> = if rows >= 11 + 4 * WEEK_OF_RUNS {
+            let later = [week, week, week, WEEK_OF_RUNS / 10 - 1];
+            std::iter::once(rows - 11 - later.iter().sum::<i64>())
+                .chain(later)
+                .collect()
         } else {
-            0
+            assert!(rows >= 9, "{rows} runs cannot hold the real ones");
+            vec![0, 0, 0, 0, rows - 8]
         };
-        let after = if between > 0 {
-            WEEK_OF_RUNS / 10
-        } else {
-            to_copy
-        };
-        let first = to_copy - after - between * i64::from(EXTRACTS - 1);
+        let to_copy: i64 = gaps.iter().sum();
         let reserve = |client: &mut Client, ids: i64| {
             client
                 .execute(
@@ -198,18 +199,22 @@ impl Bench {
                 )
                 .expect("leave ids for the copies");
         };
+        let mut weekly = vec![];
         for week in 1..=EXTRACTS {
-            reserve(&mut client, if week == 1 { first } else { between });
+            reserve(&mut client, gaps[week as usize - 1]);
             self.weekly_extract(&url, DAYS, week);
-            run(&mut client);
+            weekly.push(run(&mut client));
+            if gaps[week as usize] > 0 {
+                unchanged.push(run(&mut client));
+            }
         }
-        reserve(&mut client, after);
+        reserve(&mut client, gaps[EXTRACTS as usize]);
         let last: i64 = client
             .query_one("SELECT max(id) FROM rollup_runs", &[])
             .expect("the last run")
             .get(0);
-        let last = last + after;
-        let copied = Self::copy_runs(&mut client, last, unchanged, killed);
+        let last = last + gaps[EXTRACTS as usize];
+        let copied = Self::copy_runs(&mut client, last, &unchanged, killed);
         assert_eq!(copied, to_copy, "copies made");
         client
             .batch_execute("VACUUM ANALYZE")
@@ -234,8 +239,7 @@ impl Bench {
             runs_bytes: row.get(2),
             versions_bytes: row.get(3),
             revisions_bytes: row.get(4),
-            first_weekly: 3 + first + 1,
-            between,
+            weekly,
         }
     }
 
@@ -293,9 +297,10 @@ impl Bench {
 
     /// Puts the real runs one minute apart by id, the last id `last` at now, each keeping the
     /// distances between its own started, finished and snapshot times (each load moves with the
-    /// run after it); then fills the ids no run has with copies of run `unchanged` (one in
-    /// `FAILED_EVERY`, of run `failed`), on the same timeline. Returns the copies made.
-    fn copy_runs(client: &mut Client, last: i64, unchanged: i64, failed: i64) -> i64 {
+    /// run after it); then fills each id no run has with a copy of the newest run of `unchanged`
+    /// before it (one in `FAILED_EVERY`, of run `failed`), on the same timeline. Returns the
+    /// copies made.
+    fn copy_runs(client: &mut Client, last: i64, unchanged: &[i64], failed: i64) -> i64 {
         let columns: Vec<String> = client
             .query(
                 "SELECT quote_ident(column_name::text) FROM information_schema.columns
@@ -332,9 +337,11 @@ impl Bench {
              )
              INSERT INTO rollup_runs (id, started_at, finished_at, created_at, {names})
              SELECT s.id, s.at, {finished}, {created}, {values}
-               FROM slots AS s,
-                    (SELECT * FROM rollup_runs WHERE id = $2) AS u,
-                    (SELECT * FROM rollup_runs WHERE id = $3) AS f",
+               FROM slots AS s
+               CROSS JOIN LATERAL (SELECT * FROM rollup_runs AS r
+                                    WHERE r.id = ANY ($2) AND r.id < s.id
+                                    ORDER BY r.id DESC LIMIT 1) AS u
+               CROSS JOIN (SELECT * FROM rollup_runs WHERE id = $3) AS f",
             names = names.join(", "),
             values = values.join(", "),
             finished = moved("finished_at"),
@@ -400,9 +407,8 @@ impl Bench {
             .expect("the oldest run kept")
             .get(0);
         let mut runs = vec![oldest, db.rows];
-        for week in 0..i64::from(EXTRACTS) {
-            let weekly = db.first_weekly + week * (db.between + 1);
-            runs.extend([weekly - 1, weekly + 1]);
+        for weekly in &db.weekly {
+            runs.extend([weekly - 1, weekly + 2]);
         }
         runs.sort_unstable();
         runs.dedup();
@@ -436,7 +442,6 @@ struct MonthDb {
     runs_bytes: i64,
     versions_bytes: i64,
     revisions_bytes: Option<i64>,
-    /// The id of the run after the first weekly extract, and the copies between two such runs.
-    first_weekly: i64,
-    between: i64,
+    /// The real runs after the weekly extracts.
+    weekly: Vec<i64>,
 }
