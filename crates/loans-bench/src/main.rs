@@ -404,7 +404,9 @@ impl Bench {
             "CREATE TABLE full_copy (run_id bigint, created_at timestamptz, date_of_repayment date,
                                      number_of_loans integer, defaults integer, liquidations integer,
                                      liquidation_to_default_ratio numeric, ratio_rolling_avg_7d numeric,
-                                     rolling_window_days integer, PRIMARY KEY (run_id, date_of_repayment))",
+                                     rolling_window_days integer, outcomes_known numeric,
+                                     window_outcomes_known numeric,
+                                     PRIMARY KEY (run_id, date_of_repayment))",
         )
         .expect("create the floor's table");
         let recompute =
