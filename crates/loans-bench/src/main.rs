@@ -5,6 +5,7 @@
 //! Results go to stdout as Markdown and to a JSON file.
 
 mod measure;
+mod month;
 mod report;
 
 use std::fs;
@@ -58,6 +59,9 @@ struct Args {
     /// Measure only the cron run with a password (with --password-role).
     #[arg(long)]
     only_password_run: bool,
+    /// Measure only a run with a month of runs kept against ten.
+    #[arg(long)]
+    only_month: bool,
 }
 
 /// Sizes and repetitions of one mode.
@@ -72,6 +76,9 @@ struct Plan {
     runs_largest_load: usize,
     /// Cron runs are short and the machine is noisy: more of them for a steady median.
     rollup_runs: usize,
+    /// Rounds of runs with a month of runs kept and with ten, and the runs of each in a round.
+    month_rounds: usize,
+    month_runs_per_round: usize,
 }
 
 impl Plan {
@@ -86,6 +93,8 @@ impl Plan {
                 runs: 3,
                 runs_largest_load: 3,
                 rollup_runs: 5,
+                month_rounds: 2,
+                month_runs_per_round: 10,
             }
         } else {
             Plan {
@@ -97,12 +106,14 @@ impl Plan {
                 runs: 7,
                 runs_largest_load: 3,
                 rollup_runs: 21,
+                month_rounds: 10,
+                month_runs_per_round: 20,
             }
         }
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 struct Machine {
     cores: usize,
     memory_gib: f64,
@@ -208,6 +219,7 @@ struct Results {
     rollup: Vec<RollupResult>,
     password_run: Option<PasswordRunResult>,
     growth: Option<GrowthResult>,
+    month: Option<month::MonthResult>,
     storage: Vec<StorageResult>,
     verify: Vec<VerifyResult>,
 }
@@ -392,7 +404,9 @@ impl Bench {
             "CREATE TABLE full_copy (run_id bigint, created_at timestamptz, date_of_repayment date,
                                      number_of_loans integer, defaults integer, liquidations integer,
                                      liquidation_to_default_ratio numeric, ratio_rolling_avg_7d numeric,
-                                     rolling_window_days integer, PRIMARY KEY (run_id, date_of_repayment))",
+                                     rolling_window_days integer, outcomes_known numeric,
+                                     window_outcomes_known numeric,
+                                     PRIMARY KEY (run_id, date_of_repayment))",
         )
         .expect("create the floor's table");
         let recompute =
@@ -785,24 +799,30 @@ fn main() {
             .as_deref()
             .map(|role| bench.password_run(role))
     };
-    let results = if bench.args.only_password_run {
-        Results {
-            machine,
+    let only =
+        |password_run: Option<PasswordRunResult>, month: Option<month::MonthResult>| Results {
+            machine: machine.clone(),
             copy: vec![],
             loader: vec![],
             floor: None,
             rollup: vec![],
-            password_run: password_run(&bench),
+            password_run,
             growth: None,
+            month,
             storage: vec![],
             verify: vec![],
-        }
+        };
+    let results = if bench.args.only_password_run {
+        only(password_run(&bench), None)
+    } else if bench.args.only_month {
+        only(None, Some(bench.month()))
     } else {
         let (copy, loader) = bench.loader();
         let floor = Some(bench.floor());
         let rollup = bench.rollup();
         let password_run = password_run(&bench);
         let growth = Some(bench.growth());
+        let month = Some(bench.month());
         let storage = bench.storage();
         let verify = bench.verify();
         Results {
@@ -813,6 +833,7 @@ fn main() {
             rollup,
             password_run,
             growth,
+            month,
             storage,
             verify,
         }

@@ -18,6 +18,8 @@ pub(crate) struct Sample {
 pub(crate) struct Stats {
     pub(crate) runs: usize,
     pub(crate) median_ms: f64,
+    /// The 90th percentile, nearest rank: nine in ten samples took no longer.
+    pub(crate) p90_ms: f64,
     pub(crate) min_ms: f64,
     pub(crate) max_ms: f64,
     /// Median peak RSS, when it was measured.
@@ -34,6 +36,7 @@ impl Stats {
         Stats {
             runs: ms.len(),
             median_ms: median(&ms),
+            p90_ms: ms[(ms.len() * 9).div_ceil(10) - 1],
             min_ms: ms[0],
             max_ms: ms[ms.len() - 1],
             peak_rss_kib: (!rss.is_empty()).then(|| rss[rss.len() / 2]),

@@ -46,6 +46,7 @@ pub(crate) fn markdown(r: &Results) -> String {
         );
     }
     rollup_section(&mut out, r);
+    month_section(&mut out, r);
     out.push_str("\nVerifier, loans-verify --csv (median, min–max):\n\n| rows | time | peak RSS |\n| ---: | ---: | ---: |\n");
     for v in &r.verify {
         let _ = writeln!(
@@ -137,6 +138,50 @@ fn rollup_section(out: &mut String, r: &Results) {
             x.estimated_rows
         );
     }
+}
+
+/// A run with a month of runs kept against ten, and the run log's bytes.
+fn month_section(out: &mut String, r: &Results) {
+    let Some(m) = &r.month else {
+        return;
+    };
+    let row = |kept: i64, s: &Stats| {
+        format!(
+            "| {kept} | {} | {} | {}–{} |",
+            ms(s.median_ms),
+            ms(s.p90_ms),
+            ms(s.min_ms),
+            ms(s.max_ms)
+        )
+    };
+    let revisions = m.revisions_bytes.map_or_else(String::new, |b| {
+        format!(", rollup_revisions {:.2} MiB", b as f64 / 1_048_576.0)
+    });
+    let _ = writeln!(
+        out,
+        "\nA month of runs kept, against ten: {} rounds of {} runs on each of two databases of {} \
+         days, alternating, each round on fresh copies; a weekly extract before a round's first \
+         run, a hand edit before every fifth. Runs kept as a round starts (the month: {} copied, \
+         {} failed):\n\n| runs kept | median | p90 | min–max |\n| ---: | ---: | ---: | ---: |\n\
+         {}\n{}\n| ratio | {:.2}x | {:.2}x | |\n\nThe month's run log: rollup_runs {:.2} MiB, \
+         {:.0} bytes a kept run; rollup_versions {:.2} MiB{}; {:.0} bytes a kept run in all. \
+         loans-verify passed on the newest snapshot with the extract and on {} runs' snapshots.",
+        m.rounds,
+        m.runs_per_round,
+        m.days,
+        m.copied,
+        m.failed,
+        row(m.few_kept, &m.few),
+        row(m.month_kept, &m.month),
+        m.median_ratio,
+        m.p90_ratio,
+        m.runs_bytes as f64 / 1_048_576.0,
+        m.runs_bytes_per_kept_run,
+        m.versions_bytes as f64 / 1_048_576.0,
+        revisions,
+        m.all_bytes_per_kept_run,
+        m.verified_runs - 1
+    );
 }
 
 /// A cron run over TCP with a password, beside the baseline's binaries when measured.
