@@ -12,10 +12,15 @@
 -- whether the lock was taken (bool: false when the run is not `running` or rollup_lock is empty);
 -- this run's status, locked (text, NULL when the lock was not taken). Fails with SQLSTATE 55P03
 -- when another session holds the lock, 40001 as said.
-WITH mine AS MATERIALIZED (
+-- currval is volatile, so compared in a WHERE it would be read row by row (a scan of every run
+-- kept); read once here, it is a constant and the primary key finds the row.
+WITH me AS MATERIALIZED (
+    SELECT currval(pg_get_serial_sequence('rollup_runs', 'id')) AS id
+),
+mine AS MATERIALIZED (
     SELECT status
       FROM rollup_runs
-     WHERE id = currval(pg_get_serial_sequence('rollup_runs', 'id'))
+     WHERE id = (SELECT id FROM me)
 ),
 run_lock AS MATERIALIZED (
     SELECT only_row
@@ -26,7 +31,7 @@ run_lock AS MATERIALIZED (
 still AS MATERIALIZED (
     SELECT status
       FROM rollup_runs
-     WHERE id = currval(pg_get_serial_sequence('rollup_runs', 'id'))
+     WHERE id = (SELECT id FROM me)
        AND EXISTS (SELECT FROM run_lock)
        FOR UPDATE NOWAIT
 )
