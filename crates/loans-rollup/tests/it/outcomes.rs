@@ -3,6 +3,8 @@
 //! numeric is compared with the fraction it stands for. Nothing here uses the crates' code but
 //! the binary under test; the window is found by scanning every day, not by a running window.
 
+use std::fmt::Write as _;
+
 use chrono::{Days, NaiveDate};
 use loans_testkit::cluster::{TestDb, cluster};
 use loans_testkit::command::Cmd;
@@ -31,7 +33,7 @@ fn parse(csv: &str) -> Vec<Day> {
 fn write(header: &str, days: &[Day]) -> String {
     let mut out = format!("{header}\n");
     for (date, n, d, l) in days {
-        out.push_str(&format!("{date},{n},{d},{l}\n"));
+        let _ = writeln!(out, "{date},{n},{d},{l}");
     }
     out
 }

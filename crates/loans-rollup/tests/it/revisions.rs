@@ -5,6 +5,7 @@
 //! what the rule (sql/run/apply.sql) names as each revised day's cause, and compares with the view.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 
 use chrono::{Days, NaiveDate};
 use loans_core::config::DbConfig;
@@ -148,7 +149,7 @@ fn every_revision_names_the_statement_that_moved_it() {
         );
         for i in 0..DAYS {
             let (n, d, l) = random_counts(&mut rng);
-            csv.push_str(&format!("{},{n},{d},{l}\n", day(i)));
+            let _ = writeln!(csv, "{},{n},{d},{l}", day(i));
         }
         db.load(&csv);
         roll(&db);
@@ -175,7 +176,7 @@ fn every_revision_names_the_statement_that_moved_it() {
                         if rng.chance(5) {
                             continue;
                         }
-                        csv.push_str(&format!("{date},{},{},{}\n", counts.0, counts.1, counts.2));
+                        let _ = writeln!(csv, "{date},{},{},{}", counts.0, counts.1, counts.2);
                     }
                     let summary = db.load(&csv);
                     load = Some(summary.load_id);
