@@ -33,8 +33,8 @@ fn load_text(db: &TestDb, text: impl Into<Vec<u8>>) -> Cmd {
         .stdin(text)
 }
 
-/// `key=value` from the summary line.
-fn figure(out: &Output, key: &str) -> String {
+/// `key=value` from the summary line (the revisions tests read it too).
+pub(crate) fn figure(out: &Output, key: &str) -> String {
     out.stdout
         .split_whitespace()
         .find_map(|kv| kv.strip_prefix(&format!("{key}=")))

@@ -4,6 +4,7 @@
 //!
 //! Every expected figure is worked out by hand from the few rows of the files below.
 
+use crate::load::figure;
 use loans_testkit::cluster::{TestDb, cluster};
 use loans_testkit::command::{Cmd, Output};
 
@@ -41,15 +42,6 @@ fn loaded() -> TestDb {
     let db = cluster().fresh_db();
     load(&db, &extract(Some("2023-05-01"), &FIRST)).expect(0);
     db
-}
-
-/// `key=value` from the summary line.
-fn figure(out: &Output, key: &str) -> String {
-    out.stdout
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("no {key}= in the summary\n{out}"))
-        .to_owned()
 }
 
 /// The summary's inserted, updated, unchanged and the five classes.
